@@ -1,0 +1,1 @@
+"""Data pipeline: preprocessing, caching, sampling, augmentation and phantom (synthetic) domains."""
