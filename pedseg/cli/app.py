@@ -1,0 +1,83 @@
+"""The Typer application and the one mapping from known exceptions to one-line messages."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+import typer
+
+from pedseg import __version__
+from pedseg.cli import check_cmd, domains_cmd, synth_cmd, train_cmd
+from pedseg.errors import PedsegError
+
+app = typer.Typer(
+    name="pedseg",
+    help=(
+        "Multi-domain segmentation of sparse pediatric MR datasets: one shared 2D UNet with "
+        "domain-specific batch norm, per-domain heads and contrastive regularisation."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pedseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+domains_cmd.register(app)
+check_cmd.register(app)
+synth_cmd.register(app)
+train_cmd.register(app)
+
+
+def _debug() -> bool:
+    return os.environ.get("PEDSEG_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (used by the console script and by tests)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="pedseg", standalone_mode=False)
+    except PedsegError as exc:
+        if _debug():
+            traceback.print_exc()
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.secho("aborted", fg=typer.colors.RED, err=True)
+        return 130
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
