@@ -17,7 +17,9 @@ def phantoms(tmp_path: Path, pedseg: Runner) -> Path:
     # Small but complete: the CLI uses the default phantom shape, so generate via the library.
     from pedseg.data.synth import PhantomConfig, synth_dataset
 
-    synth_dataset(out, domains=("ankle",), cases=2, seed=1, config=PhantomConfig(shape=(32, 32, 16)))
+    synth_dataset(
+        out, domains=("ankle",), cases=2, seed=1, config=PhantomConfig(shape=(32, 32, 16))
+    )
     return out
 
 
