@@ -12,7 +12,7 @@ import click
 import typer
 
 from pedseg import __version__
-from pedseg.cli import check_cmd, domains_cmd, synth_cmd, train_cmd
+from pedseg.cli import check_cmd, domains_cmd, export_cmd, synth_cmd, train_cmd
 from pedseg.errors import PedsegError
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ domains_cmd.register(app)
 check_cmd.register(app)
 synth_cmd.register(app)
 train_cmd.register(app)
+export_cmd.register(app)
 
 
 def _debug() -> bool:

@@ -1,0 +1,348 @@
+"""Per-domain ONNX export with metadata and a verified parity check, and safe ONNX loading.
+
+One graph per domain (``RUN/onnx/<domain>.onnx`` by default): the shared convolutions with that
+domain's batch norm folded in (:mod:`pedseg.export.fold`), its head and the softmax. Input ``image``
+``(N, 1, H, W)``, output ``probabilities`` ``(N, C, H, W)``, batch, height and width dynamic (height
+and width must stay multiples of the model's ``size_multiple``). ``metadata_props`` carry the domain
+descriptor and everything a predictor needs (:data:`METADATA_KEYS`).
+
+Every export is verified before it is put in place: ``onnx.checker`` (full check), then onnxruntime
+(CPU) against the *unfolded* PyTorch model at three image sizes and batch sizes 1 and 3. The file is
+written to a temporary name and only moved into place when the check passes, so a failed export
+leaves nothing behind.
+
+``fp16``: the folded model is exported in half precision (``module.half()``, input and output
+float16; no extra converter needed) and verified against the float32 PyTorch model within
+:data:`FP16_TOLERANCE` (onnxruntime runs float16 graphs on CPU).
+
+Models that refer to external data files are refused on load (an external ``location`` could point
+anywhere on disk); pedseg's exports are always single files.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pedseg import __version__
+from pedseg.errors import ConfigError, ModelError, OutputExistsError
+from pedseg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from pedseg.inference.runs import DomainModel, LoadedRun
+
+__all__ = [
+    "FP16_TOLERANCE",
+    "FP32_TOLERANCE",
+    "INPUT_NAME",
+    "METADATA_KEYS",
+    "OUTPUT_NAME",
+    "ExportReport",
+    "check_sizes",
+    "export_domain",
+    "export_metadata",
+    "export_run",
+    "load_onnx_model",
+    "read_onnx_metadata",
+]
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 2e-2
+MAX_BYTES = 2**31 - 1
+METADATA_KEYS: tuple[str, ...] = (
+    "pedseg_version",
+    "domain",
+    "descriptor",
+    "descriptor_hash",
+    "labels",
+    "normalization",
+    "image_size",
+    "slice_axis",
+    "model_sha256",
+    "scheme",
+    "arch",
+    "precision",
+    "postprocess",
+)
+BATCH_SIZES = (1, 3)
+_DEFAULT_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """One verified export."""
+
+    domain: str
+    path: Path
+    max_abs_diff: float
+    """Largest ``|onnxruntime - PyTorch|`` over every checked size."""
+    sizes_checked: tuple[tuple[int, int, int], ...]
+    """``(batch, height, width)`` of every input checked."""
+    seconds: float
+
+
+def check_sizes(image_size: tuple[int, int], multiple: int) -> list[tuple[int, int]]:
+    """``image_size`` and about 0.5x and 1.5x of it, rounded to multiples of ``multiple``."""
+
+    def scaled(value: int, factor: float) -> int:
+        return max(multiple, round(value * factor / multiple) * multiple)
+
+    height, width = image_size
+    sizes = [(height, width)]
+    for factor in (0.5, 1.5, 2.0, 3.0):
+        size = (scaled(height, factor), scaled(width, factor))
+        if size not in sizes and len(sizes) < 3:
+            sizes.append(size)
+    return sizes
+
+
+def export_metadata(domain_model: DomainModel, *, precision: str) -> dict[str, str]:
+    """The ``metadata_props`` of a domain's export (keys: :data:`METADATA_KEYS`)."""
+    spec = domain_model.spec
+    return {
+        "pedseg_version": __version__,
+        "domain": spec.name,
+        "descriptor": json.dumps(spec.to_dict(include_data=False), sort_keys=True),
+        "descriptor_hash": spec.content_hash(),
+        "labels": json.dumps({str(i): name for i, name in spec.labels}),
+        "normalization": spec.normalization,
+        "image_size": json.dumps(list(domain_model.image_size)),
+        "slice_axis": str(spec.slice_axis),
+        "model_sha256": domain_model.model_sha256,
+        "scheme": domain_model.scheme,
+        "arch": domain_model.arch,
+        "precision": precision,
+        "postprocess": json.dumps(spec.postprocess.to_dict(), sort_keys=True),
+    }
+
+
+def export_domain(
+    domain_model: DomainModel,
+    path: Path,
+    *,
+    fp16: bool = False,
+    opset: int = 17,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Export, verify and write one domain's graph to ``path`` (see the module docstring)."""
+    import onnx
+    import torch
+
+    from pedseg.export.fold import fold_segmenter
+    from pedseg.inference.runs import DomainSegmenter
+
+    started = time.perf_counter()
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError(path)
+    reference = domain_model.module.eval()
+    multiple = int(getattr(reference, "size_multiple", _DEFAULT_MULTIPLE))
+    if isinstance(reference, DomainSegmenter):
+        exported: torch.nn.Module = fold_segmenter(reference)
+    else:
+        exported = copy.deepcopy(reference).eval()
+    dtype = torch.float16 if fp16 else torch.float32
+    exported = exported.to(dtype)
+    # Height and width are dynamic: trace at the smallest valid size (half precision is slow on
+    # CPU); the verification below runs the graph at the model's own size and two others.
+    model = _to_onnx(exported, torch.zeros(1, 1, multiple, multiple, dtype=dtype), opset=opset)
+    onnx.helper.set_model_props(
+        model, export_metadata(domain_model, precision="fp16" if fp16 else "fp32")
+    )
+    model.producer_name = "pedseg"
+    model.producer_version = __version__
+    if model.ByteSize() > MAX_BYTES:
+        raise ModelError(
+            f"the {domain_model.spec.name} graph is larger than 2 GB and cannot be one ONNX file; "
+            "export a smaller model (--base-width) or use --fp16"
+        )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelError(f"the exported {domain_model.spec.name} graph is invalid: {exc}") from exc
+    payload = model.SerializeToString()
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(payload)
+        diff, checked = _verify(
+            tmp,
+            reference,
+            sizes=check_sizes(domain_model.image_size, multiple),
+            fp16=fp16,
+            domain=domain_model.spec.name,
+        )
+    return ExportReport(
+        domain=domain_model.spec.name,
+        path=path,
+        max_abs_diff=diff,
+        sizes_checked=checked,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def export_run(
+    run: LoadedRun,
+    *,
+    domains: Sequence[str] | None = None,
+    out_dir: Path | None = None,
+    fp16: bool = False,
+    overwrite: bool = False,
+) -> list[ExportReport]:
+    """Export every domain of ``run`` (or ``domains``) to ``out_dir`` (default ``RUN/onnx``).
+
+    Nothing is written when any destination exists and ``overwrite`` is false.
+    """
+    names = list(domains if domains else run.domains)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
+    models = [run.domain(name) for name in names]
+    folder = Path(out_dir) if out_dir is not None else run.path / "onnx"
+    targets = [folder / f"{name}.onnx" for name in names]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise OutputExistsError(target)
+    return [
+        export_domain(model, target, fp16=fp16, overwrite=overwrite)
+        for model, target in zip(models, targets, strict=True)
+    ]
+
+
+def load_onnx_model(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Read a single-file ONNX model and its ``metadata_props``; refuse external data."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX file; export one with `pedseg export-onnx`")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({exc}); export it again") from exc
+    external = [t.name for t in _all_tensors(model) if _is_external(t)]
+    if external:
+        raise ModelError(
+            f"{path}: tensor {external[0]!r} (and {len(external) - 1} more) lives in an external "
+            "data file, which pedseg refuses (it could read any file on disk); use a single-file "
+            "model, e.g. re-export it with `pedseg export-onnx`"
+        )
+    return model, {prop.key: prop.value for prop in model.metadata_props}
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path`` (refused like :func:`load_onnx_model`)."""
+    return load_onnx_model(path)[1]
+
+
+# ---------------------------------------------------------------------- helpers
+def _to_onnx(module: torch.nn.Module, example: torch.Tensor, *, opset: int) -> onnx.ModelProto:
+    import onnx
+    import torch
+
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript-based exporter is deprecated in favour of dynamo; it is exact here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            do_constant_folding=True,
+        )
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _verify(
+    path: Path,
+    reference: torch.nn.Module,
+    *,
+    sizes: Sequence[tuple[int, int]],
+    fp16: bool,
+    domain: str,
+) -> tuple[float, tuple[tuple[int, int, int], ...]]:
+    """Largest ``|onnxruntime - PyTorch|`` over ``sizes`` x :data:`BATCH_SIZES`; raise if too big."""
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        path.read_bytes(), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    checked: list[tuple[int, int, int]] = []
+    for height, width in sizes:
+        # One PyTorch pass per size: the smaller batches are the first samples of the largest.
+        x = torch.randn(max(BATCH_SIZES), 1, height, width, generator=generator)
+        with torch.inference_mode():
+            reference_out = reference(x).numpy()
+        for batch in BATCH_SIZES:
+            expected = reference_out[:batch]
+            feed = x[:batch].numpy().astype(np.float16 if fp16 else np.float32)
+            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
+            if actual.shape != expected.shape:
+                raise ModelError(
+                    f"exported {domain} graph gives shape {actual.shape} for input "
+                    f"{feed.shape}, PyTorch {expected.shape}; the export is broken"
+                )
+            diff = float(np.max(np.abs(actual.astype(np.float64) - expected)))
+            if not diff <= tolerance:  # also catches NaN
+                raise ModelError(
+                    f"exported {domain} graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) "
+                    f"at input {batch}x1x{height}x{width}; nothing was written; report this bug"
+                )
+            worst = max(worst, diff)
+            checked.append((batch, height, width))
+    return worst, tuple(checked)
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of the model: initializers and attribute tensors, subgraphs and functions too."""
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes.extend(graph.node)
+            continue
+        for attribute in nodes.pop().attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                graphs.append(attribute.g)
+            graphs.extend(attribute.graphs)
+
+
+def _is_external(tensor: onnx.TensorProto) -> bool:
+    import onnx
+
+    return tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
