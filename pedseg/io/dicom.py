@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import functools
+import locale
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import SimpleITK as sitk
 
 from pedseg.errors import VolumeError
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 _DESCRIPTION_TAG = "0008|103e"
 _PROBE_FILES = 8  # files looked at by is_dicom_folder before giving up
+
+
+def _keeps_locale(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """GDCM resets the C locale to "C" while scanning DICOM files, which silently switches Python's
+    default text encoding to ASCII for the rest of the process; restore the caller's locale."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if locale.setlocale(locale.LC_ALL) != saved:
+                locale.setlocale(locale.LC_ALL, saved)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,7 @@ def is_dicom_folder(folder: str | os.PathLike[str]) -> bool:
     return False
 
 
+@_keeps_locale
 def _description(first_file: str) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(first_file)
@@ -72,6 +95,7 @@ def _description(first_file: str) -> str:
     return ""
 
 
+@_keeps_locale
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     """Every DICOM series directly inside ``folder`` (by UID), files sorted by slice position."""
     path = Path(folder)
@@ -114,6 +138,7 @@ def single_series(folder: str | os.PathLike[str]) -> DicomSeries:
     return found[0]
 
 
+@_keeps_locale
 def read_dicom_series(series: DicomSeries, folder: object) -> sitk.Image:
     """Decode all slices of ``series`` into one 3D SimpleITK image."""
     reader = sitk.ImageSeriesReader()
@@ -126,6 +151,7 @@ def read_dicom_series(series: DicomSeries, folder: object) -> sitk.Image:
         ) from None
 
 
+@_keeps_locale
 def first_slice_info(series: DicomSeries, folder: object) -> sitk.ImageFileReader:
     """Header-only reader on the first slice of ``series`` (size, pixel type) for size checks."""
     reader = sitk.ImageFileReader()

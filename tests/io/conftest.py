@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -87,7 +88,38 @@ def write_dicom_series(
     direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
     prefix: str = "slice",
 ) -> Path:
-    """Write an int16 volume as one DICOM file per slice of a series ``uid`` (SimpleITK/GDCM)."""
+    """Write an int16 volume as one DICOM file per slice of a series ``uid`` (SimpleITK/GDCM).
+
+    GDCM's writer resets the process locale to "C" (Python's default text encoding then becomes
+    ASCII); the caller's locale is restored so later tests see the environment they started with.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_series(
+            folder,
+            volume_zyx,
+            uid=uid,
+            description=description,
+            spacing=spacing,
+            origin=origin,
+            direction=direction,
+            prefix=prefix,
+        )
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_series(
+    folder: Path,
+    volume_zyx: np.ndarray,
+    *,
+    uid: str,
+    description: str,
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+    prefix: str,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(volume_zyx.astype(np.int16))
     image.SetSpacing(tuple(float(s) for s in spacing))
