@@ -1,0 +1,261 @@
+"""Whole-volume prediction for one domain: slices in, label map on the input's grid out.
+
+Pipeline (training shares every geometric step through :mod:`pedseg.data.preprocess`)::
+
+    canonical volume -> normalise, slice along the domain's axis, resize to image_size
+      (prepare_volume) -> batched network -> probabilities resized back to the slice's original
+      grid (restore_slices) -> argmax -> stack -> 3D post-processing -> label map (canonical)
+
+Probabilities are resized *before* the argmax, batch by batch, so the full-resolution probability
+volume only exists when it is asked for (``keep_probabilities``). The label map is canonical; write
+it with :func:`pedseg.io.write_like` to get the input's exact on-disk geometry.
+
+Models come from a run folder (PyTorch weights, or its ``onnx/<domain>.onnx`` export) or from a
+folder of exported ``.onnx`` files whose metadata carries the descriptor (no run needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pedseg.data.preprocess import prepare_volume, restore_slices
+from pedseg.domains.registry import normalizations
+from pedseg.domains.spec import DomainSpec, parse_descriptor
+from pedseg.errors import ConfigError, ModelError, UnknownNameError
+from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
+from pedseg.inference.postprocess import postprocess
+from pedseg.io.volume import Volume
+
+__all__ = ["ModelInfo", "Prediction", "Predictor", "label_dtype", "open_predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a prediction was made with (recorded in every report)."""
+
+    spec: DomainSpec
+    image_size: tuple[int, int]
+    model_sha256: str
+    scheme: str
+    source: Path  # run folder or .onnx file
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One volume's result on its canonical grid."""
+
+    labels: np.ndarray  # (X, Y, Z) uint8 (uint16 beyond 255 labels)
+    probabilities: np.ndarray | None  # (X, Y, Z, C) float32 when asked for
+    axis: int  # canonical slice axis
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds: ``preprocess`` (normalise, slice, resize, and restoring the probabilities to the
+    input grid + argmax), ``inference`` (the network only), ``postprocess``."""
+
+
+def label_dtype(num_labels: int) -> np.dtype:
+    """uint8, or uint16 when a domain has more than 255 labels."""
+    return np.dtype(np.uint8) if num_labels <= 255 else np.dtype(np.uint16)
+
+
+class Predictor:
+    """A domain's segmenter: a backend plus what is needed to feed it and read its output."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        backend: Backend,
+        *,
+        batch_size: int = 8,
+        postprocess: bool = True,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        self.info = info
+        self.backend = backend
+        self.batch_size = batch_size
+        self.postprocess = postprocess
+
+    @property
+    def spec(self) -> DomainSpec:
+        return self.info.spec
+
+    def predict(self, volume: Volume, *, keep_probabilities: bool = False) -> Prediction:
+        """Segment ``volume`` (canonical); see the module docstring for the steps."""
+        spec = self.info.spec
+        t0 = time.perf_counter()
+        stack = prepare_volume(volume, spec, image_size=self.info.image_size)
+        t1 = time.perf_counter()
+        rows, cols = stack.in_plane_shape
+        n = stack.num_slices
+        dtype = label_dtype(len(spec.labels))
+        labels = np.empty((n, rows, cols), dtype=dtype)
+        probs_out: np.ndarray | None = None
+        if keep_probabilities:
+            probs_out = np.empty((n, rows, cols, spec.num_classes), dtype=np.float32)
+        restore_time = 0.0
+
+        def sink(start: int, probs: np.ndarray) -> None:
+            nonlocal restore_time
+            if probs.shape[1] != spec.num_classes:
+                raise ModelError(
+                    f"the model gives {probs.shape[1]} classes for domain {spec.name!r}, "
+                    f"which has {spec.num_classes} (labels + background); wrong model?"
+                )
+            r0 = time.perf_counter()
+            full = restore_slices(probs, in_plane_shape=(rows, cols), axis=0)  # (b, A, B, C)
+            stop = start + full.shape[0]
+            labels[start:stop] = np.argmax(full, axis=-1)
+            if probs_out is not None:
+                probs_out[start:stop] = full
+            restore_time += time.perf_counter() - r0
+
+        run_batches(self.backend, stack.images, batch_size=self.batch_size, sink=sink)
+        t2 = time.perf_counter()
+        canonical = np.moveaxis(labels, 0, stack.axis)
+        if self.postprocess:
+            canonical = postprocess(
+                canonical,
+                spec=spec.postprocess,
+                spacing=volume.spacing,
+                label_ids=spec.label_ids,
+            )
+        t3 = time.perf_counter()
+        probabilities = None if probs_out is None else np.moveaxis(probs_out, 0, stack.axis)
+        timings = {
+            "preprocess": (t1 - t0) + restore_time,
+            "inference": (t2 - t1) - restore_time,
+            "postprocess": t3 - t2,
+        }
+        return Prediction(
+            labels=np.ascontiguousarray(canonical),
+            probabilities=probabilities,
+            axis=stack.axis,
+            timings=timings,
+        )
+
+
+# ------------------------------------------------------------------------------ opening models
+def is_onnx_source(path: Path) -> bool:
+    """A ``.onnx`` file, or a folder of them that is not a run folder (no ``model.json``)."""
+    if path.is_file():
+        return path.suffix.lower() == ".onnx"
+    return path.is_dir() and not (path / "model.json").exists() and any(path.glob("*.onnx"))
+
+
+def onnx_info(path: Path, domain: str) -> tuple[ModelInfo, bytes]:
+    """The model facts an exported file carries in its metadata, and the checked model bytes.
+
+    The bytes come from :func:`pedseg.export.onnx.load_onnx_model`, which refuses external data;
+    sessions are created from them, so onnxruntime never opens another file.
+    """
+    from pedseg.export.onnx import load_onnx_model
+
+    proto, meta = load_onnx_model(path)
+    where = f"{path} (ONNX metadata)"
+    missing = [k for k in ("descriptor", "image_size", "model_sha256") if k not in meta]
+    if missing:
+        raise ModelError(
+            f"{path}: not a pedseg export (metadata lacks {', '.join(missing)}); "
+            "export it with pedseg export-onnx"
+        )
+    try:
+        raw: Any = json.loads(meta["descriptor"])
+        size = json.loads(meta["image_size"])
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{where}: invalid JSON ({error}); re-export the model") from None
+    if isinstance(raw, dict) and isinstance(raw.get("labels"), dict):
+        labels = raw["labels"]
+        raw["labels"] = {int(k) if str(k).isdigit() else k: v for k, v in labels.items()}
+    spec = parse_descriptor(raw, source=where, known_normalizations=normalizations())
+    if spec.name != domain:
+        raise ModelError(f"{path}: holds domain {spec.name!r}, not {domain!r}")
+    expected = meta.get("descriptor_hash")
+    if expected is not None and expected != spec.content_hash():
+        raise ModelError(f"{where}: descriptor hash mismatch (edited file?); re-export the model")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        raise ModelError(f"{where}: image_size must be [H, W], got {meta['image_size']!r}")
+    info = ModelInfo(
+        spec=spec,
+        image_size=(size[0], size[1]),
+        model_sha256=meta["model_sha256"],
+        scheme=meta.get("scheme", "unknown"),
+        source=path,
+    )
+    return info, proto.SerializeToString()
+
+
+def _onnx_file(folder: Path, domain: str) -> Path:
+    path = folder / f"{domain}.onnx"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.onnx"))
+        raise UnknownNameError(f"domain of the ONNX folder {folder}", domain, known)
+    return path
+
+
+def open_predictor(
+    model: Path | None,
+    domain: str,
+    *,
+    backend: str | None = None,
+    device: str = "auto",
+    allow_cpu_fallback: bool = False,
+    batch_size: int = 8,
+    postprocess: bool = True,
+) -> Predictor:
+    """The predictor of ``domain`` from a run folder (default: the last run), an ONNX folder or an
+    ``.onnx`` file. ``backend`` None picks onnx where an up-to-date export exists, else torch."""
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    options: dict[str, Any] = {"batch_size": batch_size, "postprocess": postprocess}
+    if model is not None and is_onnx_source(model):
+        if backend == "torch":
+            raise ModelError(
+                f"{model}: an ONNX export runs with onnxruntime only; drop --backend torch or "
+                "pass the run folder as --model"
+            )
+        path = model if model.is_file() else _onnx_file(model, domain)
+        info, data = onnx_info(path, domain)
+        onnx = OnnxBackend(data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=path)
+        return Predictor(info, onnx, **options)
+
+    from pedseg.inference.runs import load_run
+
+    run = load_run(model)
+    domain_model = run.domain(domain)
+    exported = run.path / "onnx" / f"{domain}.onnx"
+    if backend != "torch" and exported.is_file():
+        info, data = onnx_info(exported, domain)
+        if info.model_sha256 == domain_model.model_sha256:
+            onnx = OnnxBackend(
+                data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=exported
+            )
+            return Predictor(info, onnx, **options)
+        stale = f"{exported} was exported from another model (weights changed since)"
+        if backend == "onnx":
+            raise ModelError(f"{stale}; re-export with pedseg export-onnx --overwrite")
+        logger.warning("%s; using PyTorch (re-export with pedseg export-onnx --overwrite)", stale)
+    elif backend == "onnx":
+        raise ModelError(
+            f"{run.path}: no ONNX export of domain {domain!r} ({exported} missing); run "
+            "pedseg export-onnx first, or use --backend torch"
+        )
+    info = ModelInfo(
+        spec=domain_model.spec,
+        image_size=domain_model.image_size,
+        model_sha256=domain_model.model_sha256,
+        scheme=domain_model.scheme,
+        source=run.path,
+    )
+    torch_backend = TorchBackend(
+        domain_model.module, device=device, allow_cpu_fallback=allow_cpu_fallback
+    )
+    return Predictor(info, torch_backend, **options)

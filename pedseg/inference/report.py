@@ -1,0 +1,252 @@
+"""Per-case outputs besides the label map: the JSON report and the preview PNG.
+
+The JSON report (``<case>.json``) holds the per-label volumes in mL (voxel count times the voxel
+volume from the spacing, / 1000), the domain, the model hash, the backend and device actually used and
+the time of each step (read, preprocess, inference, postprocess, write) in seconds.
+
+The run manifest (``pedseg-predict.json`` in an output folder) records every case predicted there:
+status (done / failed, with the reason), input, output files (relative), domain and model hash;
+``--continue`` trusts only ``done`` entries of the same model whose files still exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pedseg import __version__
+from pedseg.domains.spec import DomainSpec
+from pedseg.io.atomic import atomic_path, write_text_atomic
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PREVIEW_COLORS",
+    "RunManifest",
+    "case_report",
+    "label_volumes",
+    "preview_slices",
+    "write_preview",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+REPORT_FORMAT = 1
+MANIFEST_NAME = "pedseg-predict.json"
+MANIFEST_FORMAT = 1
+PREVIEW_COLORS = (
+    "#e6194b",
+    "#3cb44b",
+    "#ffe119",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+)
+
+
+def label_volumes(
+    labels: np.ndarray, spec: DomainSpec, spacing: Sequence[float]
+) -> dict[str, dict[str, Any]]:
+    """``{label name: {"id", "voxels", "ml"}}`` for every label of ``spec`` (absent ones: 0)."""
+    voxel_mm3 = math.prod(float(s) for s in spacing)
+    counts = np.bincount(labels.ravel(), minlength=spec.num_classes)
+    out: dict[str, dict[str, Any]] = {}
+    for label_id, name in spec.labels:
+        voxels = int(counts[label_id])
+        out[name] = {"id": label_id, "voxels": voxels, "ml": voxels * voxel_mm3 / 1000.0}
+    return out
+
+
+def case_report(
+    *,
+    case: str,
+    source: Path,
+    spec: DomainSpec,
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    shape: Sequence[int],
+    slice_axis: int,
+    model_sha256: str,
+    scheme: str,
+    backend: str,
+    device: str,
+    postprocessed: bool,
+    timings: Mapping[str, float],
+    outputs: Mapping[str, str],
+) -> dict[str, Any]:
+    """The JSON-ready report of one case (``outputs``: kind -> file name)."""
+    voxel_mm3 = math.prod(float(s) for s in spacing)
+    return {
+        "format": REPORT_FORMAT,
+        "pedseg_version": __version__,
+        "case": case,
+        "input": str(source),
+        "domain": spec.name,
+        "descriptor_hash": spec.content_hash(),
+        "model_sha256": model_sha256,
+        "scheme": scheme,
+        "backend": backend,
+        "device": device,
+        "postprocess": spec.postprocess.to_dict() if postprocessed else None,
+        "shape": [int(v) for v in shape],
+        "spacing_mm": [float(v) for v in spacing],
+        "voxel_volume_mm3": voxel_mm3,
+        "slice_axis": int(slice_axis),
+        "labels": label_volumes(labels, spec, spacing),
+        "timings_s": {key: round(float(value), 4) for key, value in timings.items()},
+        "outputs": dict(outputs),
+    }
+
+
+def write_report(path: Path, report: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    """Write ``report`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n", overwrite=overwrite)
+
+
+def preview_slices(labels: np.ndarray, *, axis: int, count: int = 4) -> list[int]:
+    """``count`` slice indices along ``axis``, evenly spread over the slices holding labels (over
+    the whole volume when none does)."""
+    other = tuple(a for a in range(3) if a != axis)
+    present = np.flatnonzero(np.any(labels != 0, axis=other))
+    candidates = present if present.size else np.arange(labels.shape[axis])
+    if candidates.size <= count:
+        return [int(i) for i in candidates]
+    picks = np.linspace(0, candidates.size - 1, count + 2)[1:-1]
+    return sorted({int(candidates[round(float(p))]) for p in picks})
+
+
+def write_preview(
+    path: Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    axis: int,
+    spec: DomainSpec,
+    count: int = 4,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """A PNG of a few slices (canonical ``image`` and ``labels``) with one coloured contour per label.
+
+    Each panel shows the slice's first in-plane axis to the right and the second upwards (R/A for
+    axial, R/S for coronal, A/S for sagittal slices).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    indices = preview_slices(labels, axis=axis, count=count)
+    finite = np.asarray(image, dtype=np.float32)
+    low, high = (float(v) for v in np.percentile(finite, [1.0, 99.0]))
+    figure = Figure(figsize=(3.2 * max(1, len(indices)), 3.6), dpi=100)
+    axes = figure.subplots(1, max(1, len(indices)), squeeze=False)[0]
+    for ax, index in zip(axes, indices, strict=False):
+        picture = np.take(finite, index, axis=axis).T
+        mask_slice = np.take(labels, index, axis=axis).T
+        ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), origin="lower")
+        for k, (label_id, _) in enumerate(spec.labels):
+            mask = mask_slice == label_id
+            if mask.any() and not mask.all():
+                color = PREVIEW_COLORS[k % len(PREVIEW_COLORS)]
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.0)
+        ax.set_title(f"slice {index} (axis {axis})", fontsize=9)
+        ax.set_axis_off()
+    handles = [
+        Line2D([0], [0], color=PREVIEW_COLORS[k % len(PREVIEW_COLORS)], label=name)
+        for k, (_, name) in enumerate(spec.labels)
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+    name = title if title is not None else path.name.removesuffix("_preview.png")
+    figure.suptitle(f"{spec.name}: {name}", fontsize=10)
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+@dataclass
+class RunManifest:
+    """The manifest of an output folder (``path`` None: single-file output, nothing recorded)."""
+
+    path: Path | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None) -> RunManifest:
+        """The existing manifest at ``path`` (an unreadable one is replaced, with a warning)."""
+        if path is None or not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            logger.warning("%s: unreadable (%s); starting a new manifest", path, error)
+            return cls(path)
+        return cls(path, data if isinstance(data, dict) else {})
+
+    def start(self, *, domain: str, model_sha256: str) -> None:
+        """Set the header of this run (kept in memory until the first :meth:`record`)."""
+        self.data.update(
+            format=MANIFEST_FORMAT,
+            pedseg_version=__version__,
+            domain=domain,
+            model_sha256=model_sha256,
+        )
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        cases = self.data.get("cases")
+        entry = cases.get(name) if isinstance(cases, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    def record(
+        self,
+        name: str,
+        *,
+        status: str,
+        source: Path,
+        outputs: Sequence[Path],
+        reason: str = "",
+    ) -> None:
+        """Record one case and rewrite the manifest (atomically)."""
+        if self.path is None:
+            return
+        folder = self.path.parent
+        cases = self.data.get("cases")
+        if not isinstance(cases, dict):
+            cases = self.data["cases"] = {}
+        cases[name] = {
+            "status": status,
+            "input": str(source),
+            "outputs": [str(p.relative_to(folder)) for p in outputs],
+            "reason": reason,
+            "domain": self.data.get("domain"),
+            "model_sha256": self.data.get("model_sha256"),
+        }
+        write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
+
+    def is_done(
+        self, name: str, outputs: Sequence[Path], *, model_sha256: str, domain: str
+    ) -> bool:
+        """Whether ``name`` was done by this model and every file of ``outputs`` is recorded and
+        still present."""
+        entry = self.entry(name)
+        if self.path is None or entry is None or entry.get("status") != "done":
+            return False
+        if entry.get("model_sha256") != model_sha256 or entry.get("domain") != domain:
+            return False
+        recorded = entry.get("outputs")
+        if not isinstance(recorded, list):
+            return False
+        folder = self.path.parent
+        return all(str(p.relative_to(folder)) in recorded and p.exists() for p in outputs)
