@@ -1,0 +1,138 @@
+"""``pedseg crossval --domains A B … --out DIR``: the paper's cross-validation of one or more methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from pedseg.cli.options import DATA_HELP, DOMAINS_HELP, domain_names, parse_image_size
+from pedseg.cli.render import console, ok
+
+if TYPE_CHECKING:
+    from pedseg.evaluation.crossval import CrossvalEvent
+
+
+def crossval(
+    domains: list[str] = typer.Option([], "--domains", "-d", help=DOMAINS_HELP),
+    extra: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (continued when it exists)."),
+    schemes: list[str] = typer.Option(
+        [],
+        "--schemes",
+        help="Schemes to compare: baseline joint dsl dsl-contrastive (default: dsl-contrastive).",
+    ),
+    archs: list[str] = typer.Option(
+        [], "--archs", help="Architectures: unet attention-unet (default: unet)."
+    ),
+    folds: str = typer.Option("loo", "--folds", help="loo (leave one out) or K (K-fold)."),
+    max_folds: int | None = typer.Option(
+        None, "--max-folds", help="Run only the first N folds (a quick look)."
+    ),
+    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs per fold (the paper: 30)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Slices per step, over all domains."),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="In-plane size, 256 or 256x192 (default: the descriptors')."
+    ),
+    base_width: int = typer.Option(32, "--base-width", help="Channels of the first UNet level."),
+    depth: int = typer.Option(5, "--depth", help="Resolution levels."),
+    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
+    tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature."),
+    lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Slice cache folder (default: DIR/cache)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log fold lines only."),
+) -> None:
+    """Train, predict and evaluate every method on every fold; interrupted runs continue."""
+    from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+    from pedseg.evaluation.crossval import CrossvalConfig, run_crossval
+    from pedseg.evaluation.protocol import parse_folds
+    from pedseg.training.config import TrainConfig
+
+    more_domains, more_schemes, more_archs = split_values(extra or [])
+    names = domain_names(domains, more_domains)
+    specs = DomainRegistry().resolve(names, data=parse_data_overrides(data))
+    train = TrainConfig(
+        domains=tuple(names),
+        epochs=epochs,
+        batch_size=batch_size,
+        image_size=parse_image_size(image_size),
+        base_width=base_width,
+        depth=depth,
+        lr=lr,
+        tau=tau,
+        lam=lam,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        device=device,
+    )
+    config = CrossvalConfig(
+        train=train,
+        schemes=tuple(domain_names(schemes, more_schemes)) or ("dsl-contrastive",),
+        archs=tuple(domain_names(archs, more_archs)) or ("unet",),
+        folds=parse_folds(folds),
+        max_folds=max_folds,
+    )
+    display = _Display(quiet=quiet)
+    result = run_crossval(config, specs, out=out, cache_root=cache_dir, callback=display)
+    for method in result.methods:
+        ran, skipped = len(method.folds_run), len(method.folds_skipped)
+        ok(
+            f"{method.method}: {ran} fold(s) run, {skipped} already done; "
+            f"per-case metrics in {method.folder / 'metrics.csv'}"
+        )
+
+
+def split_values(extra: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Sort the values click leaves over (``--schemes a b`` gives ``b`` as a positional value)
+    into domains, schemes and architectures: scheme and architecture names are recognised."""
+    from pedseg.training.config import ARCHS, SCHEMES
+
+    values = domain_names(extra)
+    schemes = [v for v in values if v in SCHEMES]
+    archs = [v for v in values if v in ARCHS]
+    domains = [v for v in values if v not in SCHEMES and v not in ARCHS]
+    return domains, schemes, archs
+
+
+class _Display:
+    """One line per fold event, and per epoch of training unless quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, event: CrossvalEvent) -> None:
+        where = f"{event.method} fold-{event.fold} ({event.fold + 1}/{event.folds})"
+        if event.kind == "plan":
+            console.print(f"fold plan ({event.folds} folds): {event.message}")
+        elif event.kind == "fold_skip":
+            console.print(f"{where}: done earlier, skipped")
+        elif event.kind == "fold_start":
+            console.print(f"[bold]{where}[/]: starting")
+        elif event.kind == "fold_end":
+            console.print(f"{where}: predicted and evaluated")
+        elif event.kind == "method_end":
+            console.print(f"[bold]{event.method}[/]: all folds done ({event.message})")
+        elif event.kind == "predict" and not self.quiet:
+            console.print(f"{where}: predicting {event.domain}/{event.case}")
+        elif event.kind == "train" and not self.quiet and event.train_event is not None:
+            train = event.train_event
+            if train.kind == "epoch_end":
+                model = f" [{train.model}]" if train.model else ""
+                dice = train.metrics.get("val_dice", float("nan"))
+                console.print(
+                    f"{where}{model}: epoch {train.epoch}/{train.epochs}, "
+                    f"validation Dice {dice:.3f}"
+                )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("crossval")(crossval)

@@ -1,0 +1,437 @@
+"""The paper's cross-validation protocol (``pedseg crossval``): plan, train, predict, evaluate.
+
+```
+OUT/
+  folds.json                  the plan (fold -> domain -> train/val/test case ids), written first
+  crossval.json               settings and the state of every (method, fold); rewritten atomically
+  folds/fold-<i>/<domain>/    the fold's training data: hard links (copies across file systems)
+                              of its train + validation cases, in the domain's MSD layout
+  cache/fold-<i>/             slice caches of the fold's training data (shared by the methods)
+  <scheme>-<arch>/
+    fold-<i>/run/             the trained run folder (baseline: run/baseline/<domain>/)
+    fold-<i>/metrics.csv      per-case metrics of the fold's test cases (+ slice_dice.csv)
+    predictions/<domain>/<case>.nii.gz   test predictions, post-processed like ``pedseg predict``
+    metrics.csv, slice_dice.csv          every fold's rows, with ``domain`` and ``fold`` columns
+    summary.json              per domain: the summaries of ``pedseg evaluate``
+```
+
+Test cases are kept out of training by the data itself: a fold trains on descriptors whose
+``data.root`` is the fold's folder (train + validation cases; hard links, as the dataset scanner
+refuses symbolic links that leave ``data.root``) and pins the validation case with ``val_cases``.
+Interrupted runs continue: a ``done`` fold whose predictions and metrics exist is skipped; a run
+with a checkpoint is resumed; a finished run whose predictions vanished is only predicted again.
+Each fold's ``train`` call records its run as pedseg's "last run".
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pedseg.data.dataset import Case, list_cases
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError, DatasetError
+from pedseg.evaluation.evaluate import (
+    METRIC_COLUMNS,
+    SLICE_COLUMNS,
+    CaseResult,
+    dump_json,
+    evaluate_labels,
+    metric_rows,
+    slice_rows,
+    summarize_cases,
+    write_csv,
+)
+from pedseg.evaluation.metrics import METRIC_NAMES, LabelMetrics
+from pedseg.evaluation.protocol import (
+    CrossvalState,
+    Fold,
+    FoldPlan,
+    fold_data,
+    plan_folds,
+    save_plan,
+)
+from pedseg.io import Volume, check_pair, read_label, read_volume, write_like
+from pedseg.io.atomic import write_text_atomic
+from pedseg.training.config import ARCHS, SCHEMES, TrainConfig
+
+if TYPE_CHECKING:  # keeps torch out of the import path
+    from pedseg.training.events import TrainEvent
+
+__all__ = [
+    "CrossvalConfig",
+    "CrossvalEvent",
+    "CrossvalResult",
+    "MethodResult",
+    "method_name",
+    "run_crossval",
+]
+
+FOLD_COLUMNS: tuple[str, ...] = ("domain", "fold")
+EventKind = Literal["plan", "fold_start", "fold_skip", "train", "predict", "fold_end", "method_end"]
+
+
+def method_name(scheme: str, arch: str) -> str:
+    """The folder name of a method: ``<scheme>-<arch>``."""
+    return f"{scheme}-{arch}"
+
+
+@dataclass(frozen=True)
+class CrossvalConfig:
+    """What to cross-validate: a training template and the methods (scheme x arch) to compare.
+
+    ``train`` holds the domains and every training option; its ``scheme``, ``arch`` and
+    ``val_cases`` are replaced per method and fold. ``folds=None`` is leave-one-out.
+    """
+
+    train: TrainConfig
+    schemes: tuple[str, ...] = ("dsl-contrastive",)
+    archs: tuple[str, ...] = ("unet",)
+    folds: int | None = None
+    max_folds: int | None = None
+    predict_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        for field, values, known in (
+            ("schemes", self.schemes, SCHEMES),
+            ("archs", self.archs, ARCHS),
+        ):
+            if not values:
+                raise ConfigError(f"--{field} needs at least one of {', '.join(known)}")
+            bad = [v for v in values if v not in known]
+            if bad:
+                raise ConfigError(f"--{field}: unknown {bad[0]!r}; choose from {', '.join(known)}")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"--{field} names a value twice: {' '.join(values)}")
+        if self.folds is not None and (isinstance(self.folds, bool) or self.folds < 2):
+            raise ConfigError(f"--folds must be 'loo' or an integer >= 2, got {self.folds!r}")
+        if self.max_folds is not None and (isinstance(self.max_folds, bool) or self.max_folds < 1):
+            raise ConfigError(f"--max-folds must be a positive integer, got {self.max_folds!r}")
+        if isinstance(self.predict_batch_size, bool) or self.predict_batch_size < 1:
+            raise ConfigError(
+                f"predict_batch_size must be a positive integer, got {self.predict_batch_size!r}"
+            )
+
+    @property
+    def methods(self) -> tuple[tuple[str, str], ...]:
+        return tuple((scheme, arch) for scheme in self.schemes for arch in self.archs)
+
+    def settings(self) -> dict[str, Any]:
+        """What must not change when an interrupted cross-validation is continued."""
+        training = self.train.to_dict(include_val_cases=False)
+        for key in ("scheme", "arch", "num_workers"):
+            training.pop(key, None)
+        return {"folds": "loo" if self.folds is None else self.folds, "training": training}
+
+
+@dataclass(frozen=True)
+class CrossvalEvent:
+    """Progress for the CLI. ``train`` events carry the training loop's event."""
+
+    kind: EventKind
+    method: str = ""
+    fold: int = -1
+    folds: int = 0
+    domain: str = ""
+    case: str = ""
+    message: str = ""
+    train_event: TrainEvent | None = None
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's folder (``metrics.csv``, ``slice_dice.csv``, ``summary.json``) and its folds."""
+
+    method: str
+    folder: Path
+    folds_run: tuple[int, ...]
+    folds_skipped: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CrossvalResult:
+    out: Path
+    plan: FoldPlan
+    methods: tuple[MethodResult, ...]
+
+
+Callback = Callable[[CrossvalEvent], None]
+
+
+# ------------------------------------------------------------------------------ one fold
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    """True when the run (or a baseline member) saved a resumable checkpoint."""
+    from pedseg.training.checkpoint import find_checkpoint
+
+    folders = [run_dir, *sorted((run_dir / "baseline").glob("*"))]
+    return any(find_checkpoint(f / "checkpoints" / "latest") is not None for f in folders)
+
+
+def _train_fold(
+    config: CrossvalConfig,
+    scheme: str,
+    arch: str,
+    fold: Fold,
+    specs: Sequence[DomainSpec],
+    run_dir: Path,
+    cache_root: Path,
+    emit: Callable[[TrainEvent], None],
+) -> None:
+    from pedseg.training.loop import train
+
+    val_cases = tuple((name, fold.domain(name).val) for name in config.train.domains)
+    fold_config = replace(
+        config.train,
+        scheme=scheme,  # type: ignore[arg-type]  # validated by CrossvalConfig
+        arch=arch,
+        val_cases=val_cases,
+    )
+    resume = _has_checkpoint(run_dir)
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a start that wrote no checkpoint: nothing worth keeping
+    train(fold_config, specs, out=run_dir, resume=resume, cache_root=cache_root, callback=emit)
+
+
+def _predict_fold(
+    config: CrossvalConfig,
+    fold: Fold,
+    specs: Sequence[DomainSpec],
+    cases: Mapping[str, Mapping[str, Case]],
+    run_dir: Path,
+    pred_root: Path,
+    emit: Callable[[str, str], None],
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    from pedseg.inference.predictor import open_predictor
+
+    metrics: list[dict[str, object]] = []
+    slices: list[dict[str, object]] = []
+    for spec in specs:
+        part = fold.domain(spec.name)
+        if not part.test:
+            continue
+        predictor = open_predictor(
+            run_dir,
+            spec.name,
+            backend="torch",
+            device=config.train.device,
+            batch_size=config.predict_batch_size,
+        )
+        for case_id in part.test:
+            emit(spec.name, case_id)
+            case = cases[spec.name][case_id]
+            volume = read_volume(case.image)
+            labels = predictor.predict(volume).labels
+            path = pred_root / spec.name / f"{case_id}.nii.gz"
+            write_like(labels, volume, path, overwrite=True)
+            result = _score(case, labels, volume, spec, path)
+            extra = {"domain": spec.name, "fold": fold.index}
+            metrics += metric_rows(result, spec, extra=extra)
+            slices += slice_rows(result, extra=extra)
+    return metrics, slices
+
+
+def _score(
+    case: Case, labels: np.ndarray, volume: Volume, spec: DomainSpec, path: Path
+) -> CaseResult:
+    reference = read_label(case.label or case.image, allowed=(0, *spec.label_ids))
+    check_pair(volume, reference)
+    return evaluate_labels(case.case_id, labels, reference, spec=spec, prediction_path=path)
+
+
+def _fold_complete(fold: Fold, fold_dir: Path, method_dir: Path) -> bool:
+    if not (fold_dir / "metrics.csv").is_file() or not (fold_dir / "slice_dice.csv").is_file():
+        return False
+    return all(
+        (method_dir / "predictions" / name / f"{case_id}.nii.gz").is_file()
+        for name, part in fold.domains
+        for case_id in part.test
+    )
+
+
+# ------------------------------------------------------------------------------ the runner
+
+
+def _all_cases(specs: Sequence[DomainSpec]) -> dict[str, dict[str, Case]]:
+    out: dict[str, dict[str, Case]] = {}
+    for spec in specs:
+        out[spec.name] = {c.case_id: c for c in list_cases(spec)}
+        unlabeled = [c.image.name for c in out[spec.name].values() if c.label is None]
+        if unlabeled:
+            raise DatasetError(
+                f"domain {spec.name!r}: image {unlabeled[0]} has no label map; cross-validation "
+                f"needs a label for every case (run `pedseg check {spec.name}`)"
+            )
+    return out
+
+
+def _order(config: CrossvalConfig, specs: Sequence[DomainSpec]) -> list[DomainSpec]:
+    by_name = {spec.name: spec for spec in specs}
+    missing = [name for name in config.train.domains if name not in by_name]
+    if missing:
+        raise ConfigError(f"no descriptor was given for domain {missing[0]!r}")
+    return [by_name[name] for name in config.train.domains]
+
+
+def run_crossval(
+    config: CrossvalConfig,
+    specs: Sequence[DomainSpec],
+    *,
+    out: Path,
+    cache_root: Path | None = None,
+    callback: Callback | None = None,
+) -> CrossvalResult:
+    """Run (or continue) the cross-validation of ``config`` into ``out``; see the module doc."""
+    out = Path(out)
+    ordered = _order(config, specs)
+    cases = _all_cases(ordered)
+    plan = plan_folds(
+        {name: sorted(ids) for name, ids in cases.items()},
+        folds=config.folds,
+        seed=config.train.seed,
+        max_folds=config.max_folds,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_plan(out / "folds.json", plan)
+    hashes = {spec.name: spec.content_hash() for spec in ordered}
+    state = CrossvalState(out / "crossval.json", {**config.settings(), "descriptors": hashes})
+    run = _Run(config, plan, ordered, cases, out, cache_root, state, callback or _ignore)
+    run.notify(CrossvalEvent("plan", folds=len(plan.folds), message=str(out / "folds.json")))
+    results = [_run_method(run, scheme, arch) for scheme, arch in config.methods]
+    return CrossvalResult(out=out, plan=plan, methods=tuple(results))
+
+
+def _ignore(event: CrossvalEvent) -> None:
+    del event
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """What every fold of every method shares."""
+
+    config: CrossvalConfig
+    plan: FoldPlan
+    specs: Sequence[DomainSpec]
+    cases: Mapping[str, Mapping[str, Case]]
+    out: Path
+    cache_root: Path | None
+    state: CrossvalState
+    notify: Callback
+
+
+def _run_method(run: _Run, scheme: str, arch: str) -> MethodResult:
+    method = method_name(scheme, arch)
+    folder = run.out / method
+    ran: list[int] = []
+    skipped: list[int] = []
+    for fold in run.plan.folds:
+        status = run.state.status(method, fold.index)
+        event = CrossvalEvent(
+            "fold_skip", method=method, fold=fold.index, folds=len(run.plan.folds)
+        )
+        if status == "done" and _fold_complete(fold, folder / f"fold-{fold.index}", folder):
+            skipped.append(fold.index)
+            run.notify(event)
+            continue
+        run.notify(replace(event, kind="fold_start"))
+        _run_fold(run, scheme, arch, fold, status, event)
+        ran.append(fold.index)
+        run.notify(replace(event, kind="fold_end"))
+    _aggregate(folder, run.plan, run.specs, method, scheme, arch)
+    run.notify(
+        CrossvalEvent("method_end", method=method, folds=len(run.plan.folds), message=str(folder))
+    )
+    return MethodResult(method, folder, folds_run=tuple(ran), folds_skipped=tuple(skipped))
+
+
+def _run_fold(
+    run: _Run, scheme: str, arch: str, fold: Fold, status: str, event: CrossvalEvent
+) -> None:
+    """Train (or resume) unless the fold's run finished, then predict and score its test cases."""
+    method = event.method
+    fold_dir = run.out / method / f"fold-{fold.index}"
+    run_dir = fold_dir / "run"
+    if status not in ("trained", "done") or not (run_dir / "model.json").is_file():
+        run.state.set(method, fold.index, "training")
+        specs = fold_data(run.specs, run.cases, fold, run.out / "folds" / f"fold-{fold.index}")
+        cache = (run.cache_root or run.out / "cache") / f"fold-{fold.index}"
+
+        def on_train(train_event: TrainEvent) -> None:
+            run.notify(replace(event, kind="train", train_event=train_event))
+
+        _train_fold(run.config, scheme, arch, fold, specs, run_dir, cache, on_train)
+        run.state.set(method, fold.index, "trained")
+
+    def on_case(domain: str, case: str) -> None:
+        run.notify(replace(event, kind="predict", domain=domain, case=case))
+
+    pred_root = run.out / method / "predictions"
+    metrics, slices = _predict_fold(
+        run.config, fold, run.specs, run.cases, run_dir, pred_root, on_case
+    )
+    write_csv(fold_dir / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
+    write_csv(fold_dir / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
+    run.state.set(method, fold.index, "done")
+
+
+def _aggregate(
+    folder: Path, plan: FoldPlan, specs: Sequence[DomainSpec], method: str, scheme: str, arch: str
+) -> None:
+    """The method's ``metrics.csv``, ``slice_dice.csv`` (all folds) and ``summary.json``."""
+    metrics: list[dict[str, str]] = []
+    slices: list[dict[str, str]] = []
+    for fold in plan.folds:
+        metrics += _read_rows(folder / f"fold-{fold.index}" / "metrics.csv")
+        slices += _read_rows(folder / f"fold-{fold.index}" / "slice_dice.csv")
+    write_csv(folder / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
+    write_csv(folder / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
+    domains: dict[str, Any] = {}
+    for spec in specs:
+        results = _results_from_rows([r for r in metrics if r["domain"] == spec.name], spec)
+        if results:
+            domains[spec.name] = summarize_cases(results, spec)
+    summary = {
+        "method": method,
+        "scheme": scheme,
+        "arch": arch,
+        "folds": len(plan.folds),
+        "fold_method": plan.method,
+        "domains": domains,
+    }
+    write_text_atomic(folder / "summary.json", dump_json(summary))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _results_from_rows(rows: Sequence[Mapping[str, str]], spec: DomainSpec) -> list[CaseResult]:
+    """Metrics-only :class:`CaseResult` objects from ``metrics.csv`` rows (one per label)."""
+    groups: dict[tuple[str, str], list[LabelMetrics]] = {}
+    for row in rows:
+        metric = LabelMetrics(
+            label=int(row["label"]),
+            **{name: float(row[name]) for name in METRIC_NAMES},
+            empty_reference=row["empty_reference"] == "1",
+            empty_prediction=row["empty_prediction"] == "1",
+        )
+        groups.setdefault((row["fold"], row["case"]), []).append(metric)
+    out: list[CaseResult] = []
+    for (_, case), metrics in groups.items():
+        if [m.label for m in metrics] != list(spec.label_ids):
+            raise ConfigError(
+                f"metrics.csv rows of {spec.name} case {case!r} do not hold its labels "
+                f"{list(spec.label_ids)}; delete the method's fold folders to recompute them"
+            )
+        out.append(CaseResult(case, None, None, tuple(metrics), slice_dice=(), axis=-1))
+    return out

@@ -1,0 +1,169 @@
+"""End-to-end cross-validation on tiny phantoms: plan, train, predict, evaluate, continue."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pedseg.data.dataset import list_cases
+from pedseg.data.synth import PhantomConfig, synth_dataset
+from pedseg.domains.registry import DomainRegistry
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError
+from pedseg.evaluation.crossval import CrossvalConfig, CrossvalEvent, run_crossval
+from pedseg.training.config import TrainConfig
+
+DOMAINS = ("ankle", "shoulder")
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cv_phantoms")
+    synth_dataset(root, domains=DOMAINS, cases=3, seed=0, config=PhantomConfig(shape=(32, 32, 16)))
+    return root
+
+
+def _specs(phantoms: Path) -> list[DomainSpec]:
+    return DomainRegistry().resolve(DOMAINS, data={d: phantoms / d for d in DOMAINS})
+
+
+def _config(*, schemes: tuple[str, ...], max_folds: int | None) -> CrossvalConfig:
+    train = TrainConfig(
+        domains=DOMAINS,
+        epochs=1,
+        batch_size=4,
+        image_size=(32, 32),
+        base_width=4,
+        depth=3,
+        steps_per_epoch=2,
+        device="cpu",
+        augment=False,
+    )
+    return CrossvalConfig(train=train, schemes=schemes, folds=None, max_folds=max_folds)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_method(out: Path, method: str, folds: int) -> None:
+    folder = out / method
+    plan = json.loads((out / "folds.json").read_text())["folds"]
+    rows = _rows(folder / "metrics.csv")
+    tested = {(d, c) for f in range(folds) for d in DOMAINS for c in plan[str(f)][d]["test"]}
+    assert {(r["domain"], r["case"]) for r in rows} == tested
+    labels = {d: len(DomainRegistry().get(d).labels) for d in DOMAINS}
+    assert len(rows) == sum(labels[d] for d, _ in tested)  # one row per case and label
+    for row in rows:  # the fold column matches the plan; metrics are real numbers
+        assert row["case"] in plan[row["fold"]][row["domain"]]["test"]
+        assert 0.0 <= float(row["dice"]) <= 1.0
+    for domain, case in tested:
+        assert (folder / "predictions" / domain / f"{case}.nii.gz").is_file()
+    assert {r["domain"] for r in _rows(folder / "slice_dice.csv")} == set(DOMAINS)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["domains"]) == set(DOMAINS)
+    n = sum(1 for d, _ in tested if d == "ankle")
+    assert summary["domains"]["ankle"]["labels"]["1"]["metrics"]["dice"]["n"] == n
+
+
+def test_two_folds_and_continue(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    specs = _specs(phantoms)
+    config = _config(schemes=("dsl-contrastive",), max_folds=2)
+    events: list[CrossvalEvent] = []
+    result = run_crossval(config, specs, out=out, callback=events.append)
+    (method,) = result.methods
+    assert method.folds_run == (0, 1) and method.folds_skipped == ()
+    _check_method(out, "dsl-contrastive-unet", folds=2)
+    assert any(e.kind == "train" and e.train_event is not None for e in events)
+    # test cases never reach the fold's training data
+    plan = json.loads((out / "folds.json").read_text())["folds"]
+    for fold in ("0", "1"):
+        for domain in DOMAINS:
+            kept = {
+                p.name.split(".")[0]
+                for p in (out / "folds" / f"fold-{fold}" / domain / "labelsTr").iterdir()
+            }
+            assert plan[fold][domain]["test"][0] not in kept
+            assert kept == {*plan[fold][domain]["train"], *plan[fold][domain]["val"]}
+
+    # Simulate an interruption of fold 1: its predictions are gone and it is marked incomplete.
+    state_path = out / "crossval.json"
+    state = json.loads(state_path.read_text())
+    state["methods"]["dsl-contrastive-unet"]["folds"]["1"]["status"] = "training"
+    state_path.write_text(json.dumps(state))
+    preds = out / "dsl-contrastive-unet" / "predictions"
+    _remove_predictions(preds, plan["1"])
+    kept_pred = out / "dsl-contrastive-unet" / "fold-0" / "metrics.csv"
+    before = kept_pred.stat().st_mtime_ns
+    run0 = out / "dsl-contrastive-unet" / "fold-0" / "run" / "model.safetensors"
+    run0_time = run0.stat().st_mtime_ns
+    events.clear()
+    again = run_crossval(config, specs, out=out, callback=events.append)
+    assert again.methods[0].folds_skipped == (0,) and again.methods[0].folds_run == (1,)
+    assert {e.fold for e in events if e.kind in ("train", "predict")} == {1}
+    assert any(e.kind == "train" for e in events)  # not finished: trained (resumed) again
+    assert kept_pred.stat().st_mtime_ns == before and run0.stat().st_mtime_ns == run0_time
+    _check_method(out, "dsl-contrastive-unet", folds=2)
+
+    # A finished fold whose predictions vanished is predicted again, without training.
+    _remove_predictions(preds, plan["0"])
+    events.clear()
+    third = run_crossval(config, specs, out=out, callback=events.append)
+    assert third.methods[0].folds_run == (0,) and third.methods[0].folds_skipped == (1,)
+    assert not any(e.kind == "train" for e in events)
+    assert run0.stat().st_mtime_ns == run0_time
+    _check_method(out, "dsl-contrastive-unet", folds=2)
+
+
+def _remove_predictions(folder: Path, fold: dict[str, dict[str, list[str]]]) -> None:
+    for domain, roles in fold.items():
+        for case in roles["test"]:
+            (folder / domain / f"{case}.nii.gz").unlink()
+
+
+def test_other_settings_are_refused(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    out.mkdir()
+    specs = _specs(phantoms)
+    config = _config(schemes=("dsl-contrastive",), max_folds=1)
+    state = {"format": 1, "settings": {"folds": "loo", "training": {"epochs": 5}}, "methods": {}}
+    (out / "crossval.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="other settings"):
+        run_crossval(config, specs, out=out)
+
+
+@pytest.mark.slow
+def test_full_loo_with_baseline_and_resume(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    specs = _specs(phantoms)
+    config = _config(schemes=("dsl-contrastive", "baseline"), max_folds=None)
+    result = run_crossval(config, specs, out=out)
+    assert [m.method for m in result.methods] == ["dsl-contrastive-unet", "baseline-unet"]
+    for method in ("dsl-contrastive-unet", "baseline-unet"):
+        _check_method(out, method, folds=3)
+    assert (
+        out / "baseline-unet" / "fold-2" / "run" / "baseline" / "ankle" / "model.json"
+    ).is_file()
+    # each case tested exactly once (3 cases, 3 folds)
+    rows = [r for r in _rows(out / "baseline-unet" / "metrics.csv") if r["label"] == "1"]
+    tested = sorted((r["domain"], r["case"]) for r in rows)
+    everything = sorted((s.name, c.case_id) for s in specs for c in list_cases(s))
+    assert tested == everything
+    # an interrupted baseline fold with a checkpoint is resumed, not restarted
+    state_path = out / "crossval.json"
+    state = json.loads(state_path.read_text())
+    state["methods"]["baseline-unet"]["folds"]["2"]["status"] = "training"
+    state_path.write_text(json.dumps(state))
+    (out / "baseline-unet" / "fold-2" / "metrics.csv").unlink()
+    again = run_crossval(config, specs, out=out)
+    assert again.methods[0].folds_run == () and again.methods[1].folds_run == (2,)
