@@ -12,7 +12,19 @@ import click
 import typer
 
 from pedseg import __version__
-from pedseg.cli import check_cmd, domains_cmd, export_cmd, synth_cmd, train_cmd
+from pedseg.cli import (
+    adapt_cmd,
+    check_cmd,
+    compare_cmd,
+    crossval_cmd,
+    domains_cmd,
+    embed_cmd,
+    evaluate_cmd,
+    export_cmd,
+    predict_cmd,
+    synth_cmd,
+    train_cmd,
+)
 from pedseg.errors import PedsegError
 
 app = typer.Typer(
@@ -52,7 +64,13 @@ domains_cmd.register(app)
 check_cmd.register(app)
 synth_cmd.register(app)
 train_cmd.register(app)
+predict_cmd.register(app)
 export_cmd.register(app)
+evaluate_cmd.register(app)
+crossval_cmd.register(app)
+compare_cmd.register(app)
+embed_cmd.register(app)
+adapt_cmd.register(app)
 
 
 def _debug() -> bool:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from pedseg.cli.options import DATA_HELP
 from pedseg.cli.render import console, ok
+from pedseg.errors import ConfigError, RegistryError
 
 
 def domains_list() -> None:
@@ -48,16 +50,69 @@ def add_domain(
         ..., help="Domain descriptor (YAML) to validate and register."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a domain of the same name."),
+    to_model: Path | None = typer.Option(
+        None,
+        "--to-model",
+        metavar="RUN",
+        help="Also add the domain to this trained DSBN run: train only its batch norm and head.",
+    ),
+    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="With --to-model: new run folder (default: RUN-plus-<domain>)."
+    ),
+    epochs: int = typer.Option(10, "--epochs", help="With --to-model: epochs."),
+    batch_size: int = typer.Option(16, "--batch-size", help="With --to-model: slices per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="With --to-model: Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="With --to-model: seed."),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", help="With --to-model: steps per epoch."
+    ),
+    device: str = typer.Option("auto", "--device", help="With --to-model: auto | cpu | cuda."),
 ) -> None:
-    """Validate a domain descriptor and register it in the user registry."""
-    from pedseg.domains.registry import DomainRegistry
+    """Validate a domain descriptor and register it in the user registry (and add it to a model)."""
+    from pedseg.domains.registry import DomainRegistry, load_descriptor, parse_data_overrides
 
     registry = DomainRegistry()
-    spec = registry.add(descriptor, force=force)
-    ok(
-        f"registered domain {spec.name!r} ({len(spec.labels)} labels) in "
-        f"{registry.user_dir / (spec.name + '.yaml')}"
+    if to_model is None:
+        if data or out is not None:
+            raise ConfigError("--data and --out are only used with --to-model RUN")
+        spec = registry.add(descriptor, force=force)
+        ok(
+            f"registered domain {spec.name!r} ({len(spec.labels)} labels) in "
+            f"{registry.user_dir / (spec.name + '.yaml')}"
+        )
+        return
+    from pedseg.cli.adapt_cmd import check_target, extension_config, run_extension
+
+    candidate = load_descriptor(descriptor)
+    config = extension_config(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        device=device,
     )
+    overrides = parse_data_overrides(data)
+    extra = sorted(set(overrides) - {candidate.name})
+    if extra:
+        raise ConfigError(
+            f"--data names domain(s) other than {candidate.name!r}: {', '.join(extra)}"
+        )
+    model = check_target(to_model, candidate.name)
+    if candidate.name in registry.names() and not force:
+        if registry.get(candidate.name).content_hash() != candidate.content_hash():
+            raise RegistryError(
+                f"{descriptor}: a different domain {candidate.name!r} is already registered; "
+                "pass --force to replace it"
+            )
+        spec = candidate  # already registered as is; its data folder is the file's
+    else:
+        spec = registry.add(descriptor, force=force)
+        ok(f"registered domain {spec.name!r} ({len(spec.labels)} labels)")
+    if spec.name in overrides:
+        spec = spec.with_data_root(overrides[spec.name])
+    run_extension(model, spec, config=config, out=out)
 
 
 def remove_domain(

@@ -63,12 +63,52 @@ def train(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Log one line per epoch, no live display."
     ),
+    from_run: Path | None = typer.Option(
+        None,
+        "--from",
+        metavar="RUN",
+        help="Add the (one, new) domain to this trained DSBN run; needs --freeze-shared.",
+    ),
+    freeze_shared: bool = typer.Option(
+        False, "--freeze-shared", help="With --from: train only the new domain's BN and head."
+    ),
 ) -> None:
     """Train the shared DSBN-UNet with contrastive regularisation, or one of the paper's baselines."""
     from pedseg.domains.registry import DomainRegistry, parse_data_overrides
     from pedseg.training.config import TrainConfig
 
     names = domain_names(domains, more_domains)
+    if from_run is not None or freeze_shared:
+        from pedseg.cli.adapt_cmd import train_from_run
+
+        train_from_run(
+            from_run,
+            names,
+            freeze_shared=freeze_shared,
+            data=data,
+            out=out,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            steps_per_epoch=steps_per_epoch,
+            device=device,
+            augment=not no_augment,
+            cache_dir=cache_dir,
+            fixed_by_base={
+                "--scheme": scheme != "dsl-contrastive",
+                "--arch": arch != "unet",
+                "--image-size": image_size is not None,
+                "--base-width": base_width != 32,
+                "--depth": depth != 5,
+                "--tau": tau != 0.1,
+                "--lambda": lam != 0.1,
+                "--amp": amp != "auto",
+                "--resume": resume,
+                "--compile": compile_model,
+            },
+        )
+        return
     specs = DomainRegistry().resolve(names, data=parse_data_overrides(data))
     config = TrainConfig(
         domains=tuple(names),
