@@ -1,11 +1,20 @@
-"""``pedseg predict INPUT… --domain NAME``: segment volumes with a trained run or an ONNX export."""
+"""``pedseg predict INPUT… [--domain NAME]``: segment volumes with a trained run or an ONNX export.
+
+Without ``--domain`` each scan's domain is recognised from the scan (:mod:`pedseg.inference.recognition`,
+needs a run folder with domain profiles) and the cases are predicted domain by domain into the same
+output folder. With ``--domain`` a run's profiles (when present) check every scan: a scan that looks
+like another domain or like none of them gets a yellow warning and a ``recognition`` entry in its JSON.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,7 +28,12 @@ from rich.progress import (
 from pedseg.cli.render import console
 
 if TYPE_CHECKING:
-    from pedseg.inference.batch import BatchEvent, BatchResult
+    from pedseg.inference.batch import BatchEvent, BatchOptions, BatchResult, Case, Recognize
+    from pedseg.inference.predictor import Predictor
+    from pedseg.inference.recognition import Recognition
+    from pedseg.io.volume import Volume
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("predictions")
 
@@ -28,8 +42,11 @@ def predict(
     inputs: list[Path] = typer.Argument(
         ..., metavar="INPUT", help="Volume files, folders of them, or DICOM series folders."
     ),
-    domain: str = typer.Option(
-        ..., "--domain", "-d", help="Domain (dataset) the inputs belong to."
+    domain: str | None = typer.Option(
+        None,
+        "--domain",
+        "-d",
+        help="Domain (dataset) the inputs belong to (default: recognised from each scan).",
     ),
     model: Path | None = typer.Option(
         None,
@@ -68,25 +85,28 @@ def predict(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Segment volumes of one domain; writes label maps with the inputs' exact geometry."""
-    from pedseg.inference.batch import BatchOptions, predict_cases
+    """Segment volumes; writes label maps with the inputs' exact geometry."""
+    from pedseg.inference.batch import BatchOptions
     from pedseg.inference.predictor import open_predictor
 
-    predictor = open_predictor(
-        model,
-        domain,
-        backend=backend,
-        device=device,
-        allow_cpu_fallback=allow_cpu_fallback,
-        batch_size=batch_size,
-        postprocess=not no_postprocess,
-    )
-    info = predictor.info
-    console.print(
-        f"backend {predictor.backend.name} on {predictor.backend.device}; domain {domain}; "
-        f"model {info.model_sha256[:12]} ({info.scheme}) from {info.source}",
-        soft_wrap=True,
-    )
+    def opener(name: str) -> Predictor:
+        predictor = open_predictor(
+            model,
+            name,
+            backend=backend,
+            device=device,
+            allow_cpu_fallback=allow_cpu_fallback,
+            batch_size=batch_size,
+            postprocess=not no_postprocess,
+        )
+        info = predictor.info
+        console.print(
+            f"backend {predictor.backend.name} on {predictor.backend.device}; domain {name}; "
+            f"model {info.model_sha256[:12]} ({info.scheme}) from {info.source}",
+            soft_wrap=True,
+        )
+        return predictor
+
     options = BatchOptions(
         out=out,
         save_probabilities=save_probabilities,
@@ -95,10 +115,101 @@ def predict(
         resume=resume,
     )
     with _Display(quiet=quiet) as display:
-        result = predict_cases(predictor, inputs, options, callback=display)
+        if domain is None:
+            result = _predict_recognised(opener, inputs, options, display, model, device)
+        else:
+            result = _predict_domain(opener(domain), inputs, options, display, model, device)
     _summary(result, out)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _predict_domain(
+    predictor: Predictor,
+    inputs: list[Path],
+    options: BatchOptions,
+    display: _Display,
+    model: Path | None,
+    device: str,
+) -> BatchResult:
+    """One domain; each scan is checked against the run's domain profiles where it has them."""
+    from pedseg.errors import ModelError
+    from pedseg.inference.batch import predict_cases
+    from pedseg.inference.recognition import recognizer_for
+
+    domain = predictor.spec.name
+    recognize: Recognize | None = None
+    try:
+        recognizer = recognizer_for(model, device=device)
+    except ModelError as exc:
+        logger.info("no domain recognition warnings: %s", exc)
+    else:
+
+        def recognize(case: Case, volume: Volume) -> dict[str, object]:
+            entry = recognizer.identify(volume).to_dict(expected=domain)
+            if "warning" in entry:
+                _warn(case.name, str(entry["warning"]))
+            return entry
+
+    return predict_cases(predictor, inputs, options, callback=display, recognize=recognize)
+
+
+def _predict_recognised(
+    opener: Callable[[str], Predictor],
+    inputs: list[Path],
+    options: BatchOptions,
+    display: _Display,
+    model: Path | None,
+    device: str,
+) -> BatchResult:
+    """Recognise every scan's domain first, then predict the cases domain by domain."""
+    from pedseg.errors import PedsegError
+    from pedseg.inference.batch import BatchResult, collect_cases, plan_outputs, predict_cases
+    from pedseg.inference.recognition import recognizer_for
+    from pedseg.io import read_volume
+
+    recognizer = recognizer_for(model, device=device)
+    cases = collect_cases(inputs)
+    plan_outputs(cases, options, inputs=inputs)  # refuse bad outputs before any work
+    found: dict[str, Recognition] = {}
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        try:
+            found[case.name] = recognition = recognizer.identify(read_volume(case.source))
+        except PedsegError:  # predicted with the first domain, where it fails and is recorded
+            groups.setdefault(recognizer.domains[0], []).append(case)
+            continue
+        groups.setdefault(recognition.domain, []).append(case)
+        console.print(
+            f"{escape(case.name)}: domain {recognition.domain} "
+            f"({recognition.confidence:.0%} of slices)",
+            soft_wrap=True,
+        )
+        warning = recognition.warning()
+        if warning is not None:
+            _warn(case.name, warning)
+
+    def recognize(case: Case, volume: Volume) -> dict[str, object] | None:
+        recognition = found.get(case.name)
+        return None if recognition is None else recognition.to_dict()
+
+    results: list[BatchResult] = []
+    for name in recognizer.domains:
+        if name in groups:
+            sources = [case.source for case in groups[name]]
+            results.append(
+                predict_cases(opener(name), sources, options, callback=display, recognize=recognize)
+            )
+    return BatchResult(
+        tuple(r for result in results for r in result.results),
+        results[-1].manifest,
+        results[-1].backend,
+        results[-1].device,
+    )
+
+
+def _warn(case: str, message: str) -> None:
+    console.print(f"[yellow]warning: {escape(case)}: {escape(message)}[/]", soft_wrap=True)
 
 
 def _summary(result: BatchResult, out: Path) -> None:

@@ -35,6 +35,7 @@ from pedseg.inference.report import (
 from pedseg.io import is_volume_path, read_volume, write_like
 from pedseg.io.atomic import atomic_path
 from pedseg.io.readers import volume_suffix
+from pedseg.io.volume import Volume
 from pedseg.io.writers import OUTPUT_SUFFIXES
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Status = Literal["done", "failed", "skipped"]
+Recognize = Callable[["Case", Volume], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,10 @@ def predict_cases(
     options: BatchOptions,
     *,
     callback: Callable[[BatchEvent], None] | None = None,
+    recognize: Recognize | None = None,
 ) -> BatchResult:
-    """Predict every input case; failures of one case (bad input, ...) do not stop the others."""
+    """Predict every input case; failures of one case (bad input, ...) do not stop the others.
+    ``recognize(case, volume)`` gives the ``recognition`` entry of a case's report (or None)."""
     cases = collect_cases(inputs)
     plans, manifest_path = plan_outputs(cases, options, inputs=inputs)
     manifest = RunManifest.load(manifest_path)
@@ -256,7 +260,7 @@ def predict_cases(
         if case.name in skip:
             result = CaseResult(case, "skipped", tuple(plans[case.name].files()), "done before")
         else:
-            result = _run_case(predictor, case, plans[case.name], options, manifest)
+            result = _run_case(predictor, case, plans[case.name], options, manifest, recognize)
             _record(manifest, result)
         results.append(result)
         emit(BatchEvent("case_end", index, len(cases), case=case, result=result))
@@ -271,10 +275,13 @@ def _run_case(
     plan: CaseOutputs,
     options: BatchOptions,
     manifest: RunManifest,
+    recognize: Recognize | None = None,
 ) -> CaseResult:
     start = time.perf_counter()
     try:
-        report = predict_case(predictor, case, plan, overwrite=options.overwrite)
+        report = predict_case(
+            predictor, case, plan, overwrite=options.overwrite, recognize=recognize
+        )
     except (PedsegError, MemoryError) as error:
         reason = str(error) if isinstance(error, PedsegError) else "out of memory"
         logger.info("case %s failed: %s", case.name, reason)
@@ -288,15 +295,24 @@ def _run_case(
 
 
 def predict_case(
-    predictor: Predictor, case: Case, plan: CaseOutputs, *, overwrite: bool = False
+    predictor: Predictor,
+    case: Case,
+    plan: CaseOutputs,
+    *,
+    overwrite: bool = False,
+    recognize: Recognize | None = None,
 ) -> dict[str, Any]:
     """Read, predict and write one case; returns its report. All or nothing on disk."""
     t0 = time.perf_counter()
     volume = read_volume(case.source)
     t1 = time.perf_counter()
+    recognition = recognize(case, volume) if recognize is not None else None
+    recognition_s = time.perf_counter() - t1
     prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
     spec = predictor.spec
     timings = {"read": t1 - t0, **prediction.timings}
+    if recognition is not None:
+        timings["recognition"] = recognition_s
     names = {"labels": plan.labels.name, "report": plan.report.name}
     if plan.probabilities is not None:
         names["probabilities"] = plan.probabilities.name
@@ -338,6 +354,8 @@ def predict_case(
             timings=timings,
             outputs=names,
         )
+        if recognition is not None:
+            report["recognition"] = recognition
         tmp = stack.enter_context(atomic_path(plan.report, overwrite=overwrite))
         write_report(tmp, report, overwrite=True)
     return report

@@ -40,6 +40,7 @@ from pedseg.data.preprocess import prepare_volume
 from pedseg.data.sampler import seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError, ModelError
+from pedseg.inference.profiles import central_range, read_profile, store_profile
 from pedseg.inference.runs import load_run
 from pedseg.io import is_volume_path, read_volume
 from pedseg.models.dsbn import DomainBatchNorm2d
@@ -191,6 +192,7 @@ def adapt_bn(
     if isinstance(card.get("adapted"), dict):
         record["previous"] = card["adapted"]
     sha = _write_run(out, net, card, record)
+    _store_profile(root, model.model_sha256, out, domain, slices, counts)
     set_last_run(out)
     return AdaptReport(
         run_dir=out,
@@ -201,6 +203,27 @@ def adapt_bn(
         from_model_sha256=model.model_sha256,
         seconds=time.perf_counter() - started,
     )
+
+
+def _store_profile(
+    root: Path, base_sha: str, out: Path, domain: str, slices: np.ndarray, counts: list[int]
+) -> None:
+    """Carry the other domains' profiles and re-profile ``domain`` (its batch-norm statistics, so
+    its embedding, changed) on the central 80 % of the adaptation scans' slices."""
+    try:
+        carried = read_profile(root, model_sha256=base_sha)
+    except ModelError as exc:
+        logger.info("no domain profile for %s: %s", out, exc)
+        return
+    starts = np.cumsum([0, *counts])
+    picks = [
+        np.arange(start + lo, start + hi)
+        for start, n in zip(starts[:-1], counts, strict=True)
+        for lo, hi in [central_range(n)]
+    ]
+    carry = {name: p for name, p in carried.items() if name != domain}
+    chosen = {domain: slices[np.concatenate(picks)]}
+    store_profile(out, chosen, carry=carry, source="adaptation")
 
 
 def _write_run(

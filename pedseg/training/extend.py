@@ -37,6 +37,7 @@ from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, OutputExistsError, TrainingError
+from pedseg.inference.profiles import read_profile, store_profile, training_slices
 from pedseg.inference.runs import MODEL_JSON, DomainSegmenter, LoadedRun, load_run, resolve_run
 from pedseg.io.atomic import atomic_path
 from pedseg.models.dsbn import DomainBatchNorm2d
@@ -254,10 +255,25 @@ def extend_run(
     finally:
         if state.history:
             plot_curves(out / "curves.png", state.history)
+    _store_profile(root, card, out, data, device)
     set_last_run(out)
     job.emit("run_end", epoch=state.epoch, steps=steps)
     history = tuple(state.history)
     return TrainResult(out, state.epoch, state.best_epoch, state.best_metric, history=history)
+
+
+def _store_profile(
+    root: Path, card: Mapping[str, Any], out: Path, data: DomainData, device: torch.device
+) -> None:
+    """Carry the base run's domain profiles (the old domains' embeddings are unchanged) and profile
+    the new domain; without base profiles, recognition stays unavailable (logged)."""
+    try:
+        carried = read_profile(root, model_sha256=str(card.get("model_sha256")))
+    except ModelError as exc:
+        logger.info("no domain profile for %s: %s", out, exc)
+        return
+    slices = {data.spec.name: training_slices(data, seed=0)}
+    store_profile(out, slices, carry=carried, source="extension", device=device)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
+from pedseg.inference.profiles import store_profile, training_slices
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.training import distributed as dist_utils
 from pedseg.training.artifacts import (
@@ -236,6 +237,9 @@ def _train_model(
             _run_epoch(session, runner, sampler, epoch, steps)
     finally:
         finish_run(session)
+    if info.is_main:  # domain recognition: profile the best weights' embedding per domain
+        slices = {d.spec.name: training_slices(d, seed=config.seed) for d in domains}
+        store_profile(out, slices, device=device)
     dist_utils.barrier(info)
     session.emit("run_end", epoch=run.epoch, steps=steps)
     return TrainResult(

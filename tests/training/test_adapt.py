@@ -84,7 +84,8 @@ def test_adapt_changes_only_that_domains_running_statistics(
     }
     text = (out / "model.json").read_text()
     assert "site_" not in text and str(tmp_path) not in text  # no file names or paths
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.safetensors"]
+    names = ["domains.json", "domains.safetensors", "model.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == names  # domains.*: recognition profiles
 
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     before, after = load_run(base), load_run(out)

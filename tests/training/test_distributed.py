@@ -99,6 +99,8 @@ def test_two_gloo_processes_train_and_rank0_writes_once(
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints",
         "curves.png",
+        "domains.json",
+        "domains.safetensors",
         "metrics.csv",
         "model.json",
         "model.safetensors",

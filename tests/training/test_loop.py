@@ -82,6 +82,8 @@ def test_run_folder_artifacts(
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints",
         "curves.png",
+        "domains.json",
+        "domains.safetensors",
         "metrics.csv",
         "model.json",
         "model.safetensors",

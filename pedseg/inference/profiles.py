@@ -1,0 +1,283 @@
+"""Domain profiles: each domain's cluster of bottleneck embeddings, stored in a trained run.
+
+See :mod:`pedseg.inference.recognition` for the geometry and how profiles identify scans. A run holds
+``domains.safetensors`` (centroids and origin; metadata: spread and the weights' SHA-256) and the
+readable ``domains.json``. Profiles are computed at the end of training from the saved best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pedseg.data.sampler import seeded_rng
+from pedseg.errors import ModelError
+from pedseg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from pedseg.inference.runs import LoadedRun
+    from pedseg.training.prepare import DomainData
+
+__all__ = [
+    "CENTRAL_FRACTION",
+    "MAX_PROFILE_SLICES",
+    "OOD_THRESHOLD",
+    "PROFILE_FILE",
+    "DomainProfile",
+    "central_range",
+    "embed_slices",
+    "load_profiles",
+    "profile_from_embeddings",
+    "read_profile",
+    "store_profile",
+    "training_slices",
+    "write_profile",
+]
+
+logger = logging.getLogger(__name__)
+
+PROFILE_FILE = "domains.safetensors"
+SUMMARY_FILE = "domains.json"
+PROFILE_FORMAT = 1
+OOD_THRESHOLD = 1.5
+"""A scan is out-of-distribution when its chosen domain's median normalised distance is above this."""
+MAX_PROFILE_SLICES = 2000
+CENTRAL_FRACTION = 0.8
+_MIN_SCALE = 1e-4  # floor of the 95th percentile used as the distance unit
+_PROFILE_STREAM = 0xD0C5
+Embedder = Callable[[Tensor], Tensor]
+
+
+# ---------------------------------------------------------------------------------- profiles
+@dataclass(frozen=True, eq=False)
+class DomainProfile:
+    """One domain's embedding cluster: unit centroid and spread of cosine distances to it."""
+
+    name: str
+    centroid: np.ndarray  # (D,) float32, unit norm, of the centred embeddings
+    origin: np.ndarray  # (D,) float32: subtracted from unit z before measuring angles
+    mean: float
+    std: float
+    p95: float
+    p99: float
+    n_slices: int
+    source: str = "training"  # training | extension | adaptation
+
+    @property
+    def scale(self) -> float:
+        """The distance unit: the 95th percentile (floored, for degenerate clusters)."""
+        return max(self.p95, _MIN_SCALE)
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("mean", "std", "p95", "p99")
+        return {
+            **{k: float(getattr(self, k)) for k in keys},
+            "n_slices": self.n_slices,
+            "source": self.source,
+        }
+
+    def distances(self, z: np.ndarray) -> np.ndarray:
+        """Cosine distances of embeddings ``z`` (N, D) to the centroid, in units of p95."""
+        centred = _unit(_unit(z) - self.origin.astype(np.float64))
+        return (1.0 - centred @ self.centroid.astype(np.float64)) / self.scale
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+
+
+def shared_origin(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """The origin of a shared embedding space: the mean of the domains' mean unit embeddings
+    (zeros for a single domain, e.g. a baseline member)."""
+    if len(embeddings) < 2:
+        return np.zeros(embeddings[0].shape[1], dtype=np.float32)
+    return np.mean([_unit(z).mean(axis=0) for z in embeddings], axis=0).astype(np.float32)
+
+
+def profile_from_embeddings(
+    name: str, z: np.ndarray, *, origin: np.ndarray | None = None, source: str = "training"
+) -> DomainProfile:
+    """The profile of embeddings ``z`` (N, D) (normalised here) around ``origin`` (default 0)."""
+    if z.ndim != 2 or z.shape[0] < 1:
+        raise ModelError(f"domain {name!r}: no slices to profile the embedding with")
+    origin = np.zeros(z.shape[1], np.float32) if origin is None else np.asarray(origin, np.float32)
+    unit = _unit(_unit(z) - origin.astype(np.float64))
+    centroid = _unit(unit.mean(axis=0))
+    distances = 1.0 - unit @ centroid
+    return DomainProfile(
+        name=name,
+        centroid=centroid.astype(np.float32),
+        origin=origin,
+        mean=float(distances.mean()),
+        std=float(distances.std()),
+        p95=float(np.percentile(distances, 95)),
+        p99=float(np.percentile(distances, 99)),
+        n_slices=int(z.shape[0]),
+        source=source,
+    )
+
+
+def write_profile(run_dir: Path, profiles: Sequence[DomainProfile], *, model_sha256: str) -> Path:
+    """Write ``domains.safetensors`` and ``domains.json`` into ``run_dir`` (atomically each)."""
+    from safetensors.numpy import save_file
+
+    summary = {p.name: p.summary() for p in profiles}
+    header = {"format": PROFILE_FORMAT, "model_sha256": model_sha256, "domains": summary}
+    tensors = {f"centroid.{p.name}": np.ascontiguousarray(p.centroid) for p in profiles}
+    tensors["origin"] = np.ascontiguousarray(profiles[0].origin, dtype=np.float32)
+    target = Path(run_dir) / PROFILE_FILE
+    with atomic_path(target, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata={"profile": json.dumps(header)})
+    note = {**header, "ood_threshold": OOD_THRESHOLD, "distance": "cosine, unit = p95"}
+    with atomic_path(Path(run_dir) / SUMMARY_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def read_profile(run_dir: Path, *, model_sha256: str) -> dict[str, DomainProfile]:
+    """The profiles stored in ``run_dir``; :class:`ModelError` when absent, damaged or stale."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(run_dir) / PROFILE_FILE
+    if not path.is_file():
+        raise ModelError(
+            f"{run_dir}: domain recognition is unavailable: the run has no {PROFILE_FILE} "
+            "(trained before pedseg stored domain profiles); pass --domain NAME, or retrain"
+        )
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = json.loads((handle.metadata() or {})["profile"])
+            arrays = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        out = {
+            name: DomainProfile(
+                name=name,
+                centroid=np.asarray(arrays[f"centroid.{name}"], dtype=np.float32),
+                origin=np.asarray(arrays["origin"], dtype=np.float32),
+                **{k: float(s[k]) for k in ("mean", "std", "p95", "p99")},
+                n_slices=int(s["n_slices"]),
+                source=str(s.get("source", "training")),
+            )
+            for name, s in header["domains"].items()
+        }
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable ({exc!r}); delete it or retrain") from exc
+    if header.get("model_sha256") != model_sha256:
+        raise ModelError(
+            f"{path}: belongs to other weights than model.safetensors (stale); domain recognition "
+            "is unavailable: pass --domain NAME, or retrain"
+        )
+    return out
+
+
+def load_profiles(run: LoadedRun) -> dict[str, DomainProfile]:
+    """Every domain's profile of a loaded run (a baseline run: from each member folder)."""
+    out: dict[str, DomainProfile] = {}
+    members = run.card.get("members") if run.card.get("kind") == "baseline" else None
+    for name in run.domains:
+        folder = run.path
+        if isinstance(members, dict):
+            folder = run.path.joinpath(*PurePosixPath(str(members.get(name))).parts)
+        profiles = read_profile(folder, model_sha256=run.models[name].model_sha256)
+        if name not in profiles:
+            raise ModelError(
+                f"{folder / PROFILE_FILE}: holds no profile of domain {name!r}; domain "
+                "recognition is unavailable: pass --domain NAME, or retrain"
+            )
+        out[name] = profiles[name]
+    return out
+
+
+# ---------------------------------------------------------------------------------- embedding
+def central_range(n: int, *, fraction: float = CENTRAL_FRACTION) -> tuple[int, int]:
+    """``(start, stop)`` of the central ``fraction`` of ``n`` slices (at least one when n > 0)."""
+    margin = int(n * (1.0 - fraction) / 2.0 + 1e-9)
+    return (margin, n - margin) if n > 2 * margin else (0, n)
+
+
+def embed_slices(
+    embed: Embedder, images: np.ndarray, *, device: torch.device | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """``z`` of slices (N, H, W), L2-normalised: (N, D) float64."""
+    parts: list[np.ndarray] = []
+    for start in range(0, int(images.shape[0]), batch_size):
+        block = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        block = block[:, None].to(device if device is not None else "cpu", torch.float32)
+        with torch.inference_mode():
+            parts.append(embed(block).float().cpu().numpy())
+    if not parts:
+        raise ModelError("no slices to embed")
+    return _unit(np.concatenate(parts))
+
+
+def training_slices(
+    data: DomainData, *, limit: int = MAX_PROFILE_SLICES, seed: int = 0
+) -> np.ndarray:
+    """The profile slices of a domain's training cases (see the module docstring): (N, H, W)."""
+    train = set(data.train_cases)
+    ranges = [
+        np.arange(case.start + lo, case.start + hi)
+        for case in data.cache.cases
+        if case.case_id in train
+        for lo, hi in [central_range(case.num_slices)]
+    ]
+    indices = np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+    if indices.size > limit:
+        rng = seeded_rng(_PROFILE_STREAM, seed, zlib.crc32(data.spec.name.encode("utf-8")))
+        indices = np.sort(rng.choice(indices, size=limit, replace=False))
+    return np.asarray(data.cache.images[indices], dtype=np.float32)
+
+
+def store_profile(
+    run_dir: Path,
+    slices: Mapping[str, np.ndarray],
+    *,
+    carry: Mapping[str, DomainProfile] | None = None,
+    source: str = "training",
+    device: torch.device | None = None,
+) -> Path | None:
+    """Profile the run ``run_dir``'s stored weights on ``slices`` per domain and write them, with
+    the ``carry`` profiles of the other domains. Skipped (``None``, logged) without weights."""
+    from pedseg.inference.runs import load_run
+
+    if not (Path(run_dir) / "model.json").is_file():
+        logger.info("%s: no model was saved; no domain profile written", run_dir)
+        return None
+    run = load_run(run_dir)
+    profiles: dict[str, DomainProfile] = dict(carry or {})
+    embedded: dict[str, np.ndarray] = {}
+    for name, images in slices.items():
+        model = run.domain(name)
+        if model.embed is None:
+            logger.info("%s: domain %s has no embedding; no profile written", run_dir, name)
+            return None
+        if device is not None:
+            model.module.to(device)
+        embedded[name] = embed_slices(model.embed, images, device=device)
+    if profiles:  # the new domains live in the carried domains' space: keep its origin
+        origin = next(iter(profiles.values())).origin
+    else:
+        origin = shared_origin(list(embedded.values()))
+    for name, z in embedded.items():
+        profiles[name] = profile_from_embeddings(name, z, origin=origin, source=source)
+    missing = [name for name in run.domains if name not in profiles]
+    if missing:
+        logger.info("%s: no profile of domain %s; recognition unavailable", run_dir, missing[0])
+        return None
+    ordered = [profiles[name] for name in run.domains]
+    sha = run.domain(run.domains[0]).model_sha256
+    path = write_profile(run_dir, ordered, model_sha256=sha)
+    logger.info("wrote the domain profiles of %s to %s", ", ".join(run.domains), path)
+    return path
+
+
+# ---------------------------------------------------------------------------------- recognition

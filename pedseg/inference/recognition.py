@@ -1,0 +1,241 @@
+"""Which domain does a scan belong to, and does it belong to any? (beyond the paper)
+
+The supervised contrastive loss (paper Eq. 3) clusters the bottleneck embedding ``z`` (global max
+pooling, L2-normalised: cosine geometry) by domain. At the end of training each domain's cluster is
+summarised in the run (:func:`store_profile`): ``RUN/domains.safetensors`` holds the centroids and the
+origin, its metadata (and the readable ``RUN/domains.json``) the spread and the weights' SHA-256.
+
+Geometry: ``z`` comes after a ReLU, so every unit ``z`` shares a large positive component and raw
+cosine distances are all tiny and dominated by it. Angles are therefore measured around an *origin*,
+the mean of the domains' mean unit embeddings (zero for a single-domain model, e.g. a baseline
+member): ``u = unit(unit(z) - origin)``. Centroid = normalised mean of a domain's ``u``; spread = mean,
+std, 95th and 99th percentiles of the cosine distances ``1 - u . centroid`` of its slices. Profile
+slices: the central 80 % of every training case's slices (a seeded subsample of at most
+:data:`MAX_PROFILE_SLICES` per domain), each embedded with its own domain's batch norm.
+
+Identifying a scan (:class:`Recognizer`): an unknown scan must be embedded with *some* domain's batch
+norm, so it is embedded once per candidate domain ``k``, preprocessed as ``k`` would be (its slice axis,
+normalisation, the run's image size) and with route ``k``; the distance to centroid ``k`` is divided
+by domain ``k``'s 95th percentile (``1.0`` = as far as the farthest 5 % of ``k``'s own training
+slices). :data:`RECOGNITION_SLICES` slices at the same relative positions in the central 80 % of the
+stack vote, each for the candidate with the smallest normalised distance; the scan's domain is the
+majority (ties: smaller median distance), its confidence the vote share. The scan is
+out-of-distribution when the chosen domain's median normalised distance exceeds
+:data:`OOD_THRESHOLD` (well beyond its 95th percentile): another joint, another sequence, an adult scan.
+Each candidate is compared only with its own profile, so a baseline run (one model, one embedding
+space per domain; profiles stored per member) is handled the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pedseg.data.preprocess import prepare_volume
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError, ModelError
+from pedseg.inference.profiles import (
+    CENTRAL_FRACTION,
+    OOD_THRESHOLD,
+    PROFILE_FILE,
+    DomainProfile,
+    Embedder,
+    central_range,
+    embed_slices,
+    load_profiles,
+    profile_from_embeddings,
+    read_profile,
+    store_profile,
+    training_slices,
+    write_profile,
+)
+from pedseg.io.volume import Volume
+
+if TYPE_CHECKING:
+    from pedseg.inference.runs import LoadedRun
+
+__all__ = [
+    "CENTRAL_FRACTION",
+    "OOD_THRESHOLD",
+    "PROFILE_FILE",
+    "Candidate",
+    "DomainProfile",
+    "Recognition",
+    "Recognizer",
+    "central_range",
+    "embed_slices",
+    "load_profiles",
+    "profile_from_embeddings",
+    "read_profile",
+    "recognizer_for",
+    "store_profile",
+    "training_slices",
+    "write_profile",
+]
+
+logger = logging.getLogger(__name__)
+RECOGNITION_SLICES = 32
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A domain a scan may belong to: how to preprocess and embed it, and its profile."""
+
+    spec: DomainSpec
+    image_size: tuple[int, int]
+    embed: Embedder
+    profile: DomainProfile
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What a scan looks like (see the module docstring). ``distances``: per candidate domain,
+    the median normalised distance over the voting slices."""
+
+    domain: str
+    confidence: float
+    votes: Mapping[str, int]
+    distances: Mapping[str, float]
+    ood: bool
+    threshold: float
+    n_slices: int
+
+    def warning(self, expected: str | None = None) -> str | None:
+        """A one-line warning when the scan looks like none of the domains, or (``expected``
+        given) like another domain than ``expected``; ``None`` when all is well."""
+        best = self.distances[self.domain]
+        if self.ood:
+            return (
+                f"looks like none of the model's domains: closest {self.domain} at {best:.2f} "
+                f"(> {self.threshold:g} x its 95th percentile); another anatomy or sequence, "
+                "or an adult scan? Check the result"
+            )
+        if expected is not None and expected != self.domain:
+            return (
+                f"looks like domain {self.domain} ({self.confidence:.0%} of slices, distance "
+                f"{best:.2f}), not {expected} (distance {self.distances[expected]:.2f}); "
+                f"check --domain"
+            )
+        return None
+
+    def to_dict(self, expected: str | None = None) -> dict[str, Any]:
+        """Plain JSON types (the ``recognition`` entry of a case report)."""
+        out: dict[str, Any] = {
+            "domain": self.domain,
+            "confidence": round(self.confidence, 4),
+            "ood": self.ood,
+            "threshold": self.threshold,
+            "votes": dict(self.votes),
+            "median_distance": {k: round(v, 4) for k, v in self.distances.items()},
+            "n_slices": self.n_slices,
+        }
+        if expected is not None:
+            out["expected"] = expected
+        warning = self.warning(expected)
+        if warning is not None:
+            out["warning"] = warning
+        return out
+
+
+class Recognizer:
+    """Identifies the domain of scans against a run's domain profiles."""
+
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        threshold: float = OOD_THRESHOLD,
+        slices: int = RECOGNITION_SLICES,
+        device: torch.device | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if not candidates:
+            raise ConfigError("domain recognition needs at least one candidate domain")
+        if isinstance(threshold, bool) or not threshold > 0:
+            raise ConfigError(f"the OOD threshold must be a positive number, got {threshold!r}")
+        if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
+            raise ConfigError(f"recognition slices must be a positive integer, got {slices!r}")
+        self.candidates = tuple(candidates)
+        self.threshold = float(threshold)
+        self.slices = slices
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(c.spec.name for c in self.candidates)
+
+    @classmethod
+    def from_run(
+        cls,
+        run: LoadedRun,
+        *,
+        threshold: float = OOD_THRESHOLD,
+        slices: int = RECOGNITION_SLICES,
+        device: torch.device | None = None,
+    ) -> Recognizer:
+        """Candidates = every domain of ``run``; :class:`ModelError` when it has no profiles."""
+        profiles = load_profiles(run)
+        candidates: list[Candidate] = []
+        for name in run.domains:
+            model = run.domain(name)
+            if model.embed is None:
+                raise ModelError(f"{run.path}: domain {name!r} has no embedding to recognise with")
+            if device is not None:
+                model.module.to(device)
+            candidates.append(Candidate(model.spec, model.image_size, model.embed, profiles[name]))
+        return cls(candidates, threshold=threshold, slices=slices, device=device)
+
+    def identify(self, volume: Volume) -> Recognition:
+        """The domain ``volume`` (canonical) looks like; see the module docstring."""
+        stacks = [
+            prepare_volume(volume, c.spec, image_size=c.image_size).images for c in self.candidates
+        ]
+        ranges = [central_range(int(s.shape[0])) for s in stacks]
+        count = min(self.slices, *(hi - lo for lo, hi in ranges))
+        if count < 1:
+            raise ModelError("the scan has no slices to recognise its domain from")
+        table = np.empty((len(self.candidates), count), dtype=np.float64)
+        for k, (candidate, images, (lo, hi)) in enumerate(
+            zip(self.candidates, stacks, ranges, strict=True)
+        ):
+            picks = lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
+            z = embed_slices(
+                candidate.embed, images[picks], device=self.device, batch_size=self.batch_size
+            )
+            table[k] = candidate.profile.distances(z)
+        names = self.domains
+        winners = np.argmin(table, axis=0)
+        votes = np.bincount(winners, minlength=len(names))
+        medians = np.median(table, axis=1)
+        best = min(range(len(names)), key=lambda k: (-int(votes[k]), float(medians[k])))
+        return Recognition(
+            domain=names[best],
+            confidence=float(votes[best]) / count,
+            votes={n: int(v) for n, v in zip(names, votes, strict=True)},
+            distances={n: float(m) for n, m in zip(names, medians, strict=True)},
+            ood=bool(medians[best] > self.threshold),
+            threshold=self.threshold,
+            n_slices=count,
+        )
+
+
+def recognizer_for(model: Path | None, *, device: str = "cpu") -> Recognizer:
+    """The recognizer of a run folder (default: the last run); :class:`ModelError` for a folder of
+    ONNX exports (no embedding there) or a run without domain profiles."""
+    from pedseg.inference.predictor import is_onnx_source
+    from pedseg.inference.runs import load_run
+    from pedseg.training.runtime import resolve_device
+
+    if model is not None and is_onnx_source(Path(model).expanduser()):
+        raise ModelError(
+            f"{model}: ONNX exports carry no embedding, so the scans' domain cannot be "
+            "recognised; pass --domain NAME, or --model with the run folder"
+        )
+    return Recognizer.from_run(load_run(model), device=resolve_device(device))

@@ -1,0 +1,111 @@
+"""``pedseg identify`` and ``pedseg predict`` without / with the wrong ``--domain``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Runner, one_line_error
+from tests.conftest_runs import single_thread
+from tests.inference.test_recognition import DOMAINS, held_out, recognition_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("PEDSEG_NUM_THREADS", "1")
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return recognition_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    return held_out(tmp_path_factory)
+
+
+def test_identify_prints_a_table_and_writes_json(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    paths = [str(p) for d in DOMAINS for p in scans[d]]
+    report = tmp_path / "ids.json"
+    result = pedseg("identify", *paths, "--model", str(run), "--json", str(report))
+    assert result.code == 0, result.err
+    assert "ankle_000" in result.out and "shoulder_001" in result.out and "OOD" in result.out
+    data = json.loads(report.read_text())
+    assert data["domains"] == list(DOMAINS) and data["threshold"] == 1.5
+    assert {s["scan"]: s["domain"] for s in data["scans"]} == {
+        p.name.removesuffix(".nii.gz"): d for d in DOMAINS for p in scans[d]
+    }
+    again = pedseg("identify", paths[0], "--model", str(run), "--json", str(report))
+    assert "already exists" in one_line_error(again)
+
+
+def test_predict_without_domain_recognises_each_scan(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in (scans["ankle"][0], scans["shoulder"][0]):
+        shutil.copy(path, inputs / path.name)
+    out = tmp_path / "out"
+    result = pedseg("predict", str(inputs), "--model", str(run), "-o", str(out), "-q")
+    assert result.code == 0, result.err
+    assert "ankle_000: domain ankle" in result.out and "2 cases predicted" in result.out
+    for name, domain in (("ankle_000", "ankle"), ("shoulder_000", "shoulder")):
+        report = json.loads((out / f"{name}.json").read_text())
+        assert report["domain"] == domain and report["recognition"]["domain"] == domain
+        assert "warning" not in report["recognition"] and "recognition" in report["timings_s"]
+    manifest = json.loads((out / "pedseg-predict.json").read_text())
+    assert {k: v["domain"] for k, v in manifest["cases"].items()} == {
+        "ankle_000": "ankle",
+        "shoulder_000": "shoulder",
+    }
+
+
+def test_predict_with_the_wrong_domain_warns(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    scan = scans["shoulder"][0]
+    out = tmp_path / "seg.nii.gz"
+    result = pedseg("predict", str(scan), "--domain", "ankle", "--model", str(run), "-o", str(out))
+    assert result.code == 0, result.err
+    assert "warning: shoulder_000: looks like domain shoulder" in result.out
+    entry = json.loads((tmp_path / "seg.json").read_text())["recognition"]
+    assert entry["expected"] == "ankle" and entry["domain"] == "shoulder"
+
+
+def test_recognition_needs_a_run_with_profiles(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    old = shutil.copytree(run, tmp_path / "old")
+    (old / "domains.safetensors").unlink()
+    scan = str(scans["ankle"][0])
+    for command in ("predict", "identify"):
+        result = pedseg(
+            command,
+            scan,
+            "--model",
+            str(old),
+            "-o" if command == "predict" else "--device",
+            str(tmp_path / "o") if command == "predict" else "cpu",
+        )
+        assert "trained before" in one_line_error(result) and "--domain" in result.err
+    onnx = tmp_path / "onnx"
+    onnx.mkdir()
+    (onnx / "ankle.onnx").write_bytes(b"")
+    result = pedseg("predict", scan, "--model", str(onnx), "-o", str(tmp_path / "o"))
+    assert "ONNX exports carry no embedding" in one_line_error(result)
+    # with --domain, a run without profiles still predicts (no recognition entry)
+    result = pedseg(
+        "predict", scan, "-d", "ankle", "--model", str(old), "-o", str(tmp_path / "s.nii.gz")
+    )
+    assert result.code == 0, result.err
+    assert "recognition" not in json.loads((tmp_path / "s.json").read_text())

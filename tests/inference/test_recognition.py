@@ -1,0 +1,278 @@
+"""Domain recognition: profiles (stats, storage, staleness), the vote, OOD, and a trained tiny run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from pedseg.data.synth import PhantomConfig, synth_dataset
+from pedseg.domains.registry import DomainRegistry
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError, ModelError
+from pedseg.inference.recognition import (
+    PROFILE_FILE,
+    Candidate,
+    Recognizer,
+    central_range,
+    load_profiles,
+    profile_from_embeddings,
+    read_profile,
+    recognizer_for,
+    write_profile,
+)
+from pedseg.inference.runs import load_run
+from pedseg.io import read_volume
+from pedseg.io.volume import Volume
+from tests.conftest_runs import single_thread
+
+DOMAINS = ("ankle", "shoulder")
+_RUNS: dict[str, Path] = {}
+
+
+# ------------------------------------------------------------------------------ shared fixtures
+def recognition_run(factory: pytest.TempPathFactory) -> Path:
+    """A tiny dsl-contrastive run trained long enough (80 steps, ~5 s) to separate the phantoms."""
+    if "run" in _RUNS:
+        return _RUNS["run"]
+    from pedseg.training.config import TrainConfig
+    from pedseg.training.loop import train
+
+    base = factory.mktemp("recognition_run")
+    synth_dataset(
+        base / "ph", domains=DOMAINS, cases=3, seed=0, config=PhantomConfig(shape=(32, 32, 16))
+    )
+    with pytest.MonkeyPatch.context() as patch, single_thread():
+        patch.setenv("PEDSEG_HOME", str(base / "home"))
+        patch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+        specs = DomainRegistry(home=base / "home").resolve(
+            DOMAINS, data={name: base / "ph" / name for name in DOMAINS}
+        )
+        config = TrainConfig(
+            domains=DOMAINS,
+            scheme="dsl-contrastive",
+            epochs=1,
+            batch_size=8,
+            image_size=(32, 32),
+            base_width=8,
+            depth=3,
+            steps_per_epoch=80,
+            lr=1e-3,
+            lam=1.0,
+            device="cpu",
+            seed=0,
+        )
+        train(config, specs, out=base / "run", cache_root=base / "cache")
+    _RUNS["run"] = base / "run"
+    return _RUNS["run"]
+
+
+def held_out(factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Two unseen phantoms per domain (other seed, other shape than training)."""
+    if "held" not in _RUNS:
+        root = factory.mktemp("held_out")
+        config = PhantomConfig(shape=(40, 40, 20))
+        synth_dataset(root, domains=DOMAINS, cases=2, seed=7, config=config)
+        _RUNS["held"] = root
+    root = _RUNS["held"]
+    return {d: sorted((root / d / "imagesTr").glob("*.nii.gz")) for d in DOMAINS}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return recognition_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    return held_out(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    with single_thread():
+        yield
+
+
+# ------------------------------------------------------------------------------ mechanics
+def test_profile_statistics_match_a_numpy_reference() -> None:
+    rng = np.random.default_rng(0)
+    z = np.abs(rng.normal(size=(50, 6))) + np.array([3.0, 0, 0, 0, 0, 0])
+    origin = np.full(6, 0.1, dtype=np.float32)
+    profile = profile_from_embeddings("a", z, origin=origin)
+    u = z / np.linalg.norm(z, axis=1, keepdims=True) - 0.1
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    centroid = u.mean(axis=0) / np.linalg.norm(u.mean(axis=0))
+    d = 1 - u @ centroid
+    np.testing.assert_allclose(profile.centroid, centroid, rtol=1e-6)
+    assert np.linalg.norm(profile.centroid) == pytest.approx(1.0, abs=1e-6)
+    assert profile.mean == pytest.approx(d.mean()) and profile.std == pytest.approx(d.std())
+    assert profile.p95 == pytest.approx(np.percentile(d, 95))
+    assert profile.p99 == pytest.approx(np.percentile(d, 99)) and profile.n_slices == 50
+    np.testing.assert_allclose(profile.distances(z), d / np.percentile(d, 95), rtol=1e-6)
+
+
+def test_central_range() -> None:
+    assert central_range(20) == (2, 18) and central_range(16) == (1, 15)
+    assert central_range(3) == (0, 3) and central_range(1) == (0, 1)
+
+
+def test_profile_file_round_trip_and_staleness(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    profiles = [profile_from_embeddings(n, rng.random((9, 4)) + k) for k, n in enumerate("ab")]
+    write_profile(tmp_path, profiles, model_sha256="ab" * 32)
+    loaded = read_profile(tmp_path, model_sha256="ab" * 32)
+    assert list(loaded) == ["a", "b"]
+    for original in profiles:
+        again = loaded[original.name]
+        np.testing.assert_array_equal(again.centroid, original.centroid)
+        assert (again.p95, again.n_slices) == (original.p95, original.n_slices)
+    summary = json.loads((tmp_path / "domains.json").read_text())
+    assert summary["model_sha256"] == "ab" * 32 and summary["domains"]["b"]["n_slices"] == 9
+    with pytest.raises(ModelError, match="stale"):
+        read_profile(tmp_path, model_sha256="cd" * 32)
+    (tmp_path / PROFILE_FILE).unlink()
+    with pytest.raises(ModelError, match="pass --domain"):
+        read_profile(tmp_path, model_sha256="ab" * 32)
+
+
+def _toy_spec(name: str) -> DomainSpec:
+    from pedseg.domains.spec import parse_descriptor
+
+    raw = {
+        "schema_version": 1,
+        "name": name,
+        "description": "toy",
+        "modality": "MR",
+        "labels": {1: "thing"},
+        "normalization": "zscore",
+        "slice_axis": 2,
+        "image_size": [16, 16],
+    }
+    return parse_descriptor(raw, source="test")
+
+
+def _fake_embed(direction: np.ndarray) -> Candidate:
+    """An embedder whose z is ``direction`` rotated towards e_0 by the slice's mean intensity."""
+
+    def embed(x: Tensor) -> Tensor:
+        t = x.mean(dim=(1, 2, 3))[:, None].double()
+        base = torch.from_numpy(direction)[None]
+        return (base + t * torch.eye(len(direction), dtype=torch.float64)[0]).float()
+
+    return embed  # type: ignore[return-value]
+
+
+def test_recognizer_votes_and_flags_far_scans() -> None:
+    """Two candidates with the same preprocessing: the slices' embedding decides."""
+    dims = 4
+    a, b = np.eye(dims)[1], np.eye(dims)[2]
+    rng = np.random.default_rng(0)
+    profiles = {
+        name: profile_from_embeddings(name, center + 0.05 * rng.normal(size=(40, dims)))
+        for name, center in (("a", a), ("b", b))
+    }
+    candidates = [
+        Candidate(_toy_spec(n), (16, 16), _fake_embed(np.zeros(dims)), profiles[n]) for n in "ab"
+    ]
+    volume = _volume(np.zeros((16, 16, 10), dtype=np.float32))
+    # Embedding = zeros + mean * e0 -> far from both centroids -> OOD (zscore: mean 0 -> z = 0).
+    recognition = Recognizer(candidates).identify(volume)
+    assert recognition.ood and recognition.n_slices == 8 and sum(recognition.votes.values()) == 8
+    assert "looks like none" in (recognition.warning() or "")
+    near_b = [
+        Candidate(_toy_spec(n), (16, 16), _fake_embed(b if n == "b" else a * 0.2 + b), profiles[n])
+        for n in "ab"
+    ]
+    found = Recognizer(near_b).identify(volume)
+    assert (found.domain, found.confidence, found.ood) == ("b", 1.0, False)
+    assert found.distances["b"] < found.distances["a"]
+    assert found.warning() is None and "not a" in (found.warning(expected="a") or "")
+    entry = found.to_dict(expected="a")
+    assert entry["domain"] == "b" and entry["expected"] == "a" and "warning" in entry
+    with pytest.raises(ConfigError):
+        Recognizer(near_b, threshold=0)
+
+
+def _volume(array: np.ndarray) -> Volume:
+    from pedseg.io.volume import SourceGeometry
+
+    ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    source = SourceGeometry(array.shape, np.eye(4), ornt, "nifti", None)
+    return Volume(array=array, spacing=(1.0, 1.0, 2.0), affine=np.eye(4), source=source)
+
+
+# ------------------------------------------------------------------------------ trained run
+def test_training_writes_profiles_of_the_best_weights(run: Path) -> None:
+    card = json.loads((run / "model.json").read_text())
+    profiles = read_profile(run, model_sha256=card["model_sha256"])
+    assert list(profiles) == list(DOMAINS)
+    for profile in profiles.values():
+        assert profile.n_slices > 0 and 0 <= profile.mean <= profile.p95 <= profile.p99
+        assert profile.source == "training"
+    np.testing.assert_array_equal(profiles["ankle"].origin, profiles["shoulder"].origin)
+    assert load_profiles(load_run(run))["ankle"].p95 == profiles["ankle"].p95
+
+
+def test_held_out_phantoms_are_recognised(run: Path, scans: dict[str, list[Path]]) -> None:
+    recognizer = recognizer_for(run)
+    for domain, paths in scans.items():
+        for path in paths:
+            recognition = recognizer.identify(read_volume(path))
+            assert recognition.domain == domain, (path.name, recognition)
+            assert not recognition.ood and recognition.confidence >= 0.6
+            assert recognition.warning(expected=domain) is None
+
+
+def test_the_wrong_domain_is_reported(run: Path, scans: dict[str, list[Path]]) -> None:
+    recognition = recognizer_for(run).identify(read_volume(scans["shoulder"][0]))
+    entry = recognition.to_dict(expected="ankle")
+    assert entry["domain"] == "shoulder" and "not ankle" in entry["warning"]
+    assert entry["median_distance"]["ankle"] > entry["median_distance"]["shoulder"]
+
+
+def test_recognizer_needs_profiles(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = shutil.copytree(run, tmp_path / "old")
+    (old / PROFILE_FILE).unlink()
+    with pytest.raises(ModelError, match="trained before"):
+        recognizer_for(old)
+
+
+def test_extend_carries_the_profiles_and_adds_the_new_domain(run: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from pedseg.training.extend import ExtendConfig, extend_run
+
+    ankle = DomainRegistry(home=tmp_path / "reg").get("ankle")
+    knee = dataclasses.replace(ankle, name="knee", source="<test knee>")
+    knee = knee.with_data_root(run.parent / "ph" / "ankle")
+    config = ExtendConfig(epochs=1, batch_size=4, steps_per_epoch=2, device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pedseg.training.extend.plot_curves", lambda *a, **k: None)
+        out = extend_run(run, knee, config=config, out=tmp_path / "ext").run_dir
+    base = load_profiles(load_run(run))
+    extended = load_profiles(load_run(out))
+    assert list(extended) == [*DOMAINS, "knee"] and extended["knee"].source == "extension"
+    for name in DOMAINS:  # frozen shared weights: the old clusters are unchanged, carried
+        np.testing.assert_array_equal(extended[name].centroid, base[name].centroid)
+        assert extended[name].p95 == base[name].p95
+
+
+def test_adapt_bn_reprofiles_the_adapted_domain(
+    run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    from pedseg.training.adapt import adapt_bn
+
+    out = adapt_bn(run, "ankle", scans["ankle"], out=tmp_path / "adapted", device="cpu").run_dir
+    base = load_profiles(load_run(run))
+    adapted = load_profiles(load_run(out))
+    assert adapted["ankle"].source == "adaptation"
+    assert adapted["ankle"].n_slices == 2 * 16  # central 80 % of 2 scans of 20 slices
+    np.testing.assert_array_equal(adapted["shoulder"].centroid, base["shoulder"].centroid)
+    assert adapted["shoulder"].source == "training"
