@@ -17,10 +17,12 @@ from pedseg.cli import (
     check_cmd,
     compare_cmd,
     crossval_cmd,
+    demo_cmd,
     domains_cmd,
     embed_cmd,
     evaluate_cmd,
     export_cmd,
+    identify_cmd,
     predict_cmd,
     synth_cmd,
     train_cmd,
@@ -63,8 +65,10 @@ def _root(
 domains_cmd.register(app)
 check_cmd.register(app)
 synth_cmd.register(app)
+demo_cmd.register(app)
 train_cmd.register(app)
 predict_cmd.register(app)
+identify_cmd.register(app)
 export_cmd.register(app)
 evaluate_cmd.register(app)
 crossval_cmd.register(app)

@@ -135,7 +135,7 @@ def train(
     from pedseg.training.loop import train as run_training
 
     is_main = detect().is_main
-    with _Display(quiet=quiet or not is_main) as display:
+    with TrainDisplay(quiet=quiet or not is_main) as display:
         result = run_training(
             config, specs, out=run_dir, resume=resume, cache_root=cache_dir, callback=display
         )
@@ -146,7 +146,7 @@ def train(
         )
 
 
-class _Display:
+class TrainDisplay:
     """Rich live progress (epoch, step, losses, throughput, ETA) or one log line per epoch."""
 
     def __init__(self, *, quiet: bool) -> None:
@@ -154,7 +154,7 @@ class _Display:
         self.progress = None if quiet else _make_progress()
         self.task: TaskID | None = None
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> TrainDisplay:
         if self.progress is not None:
             self.progress.start()
         return self
