@@ -122,11 +122,13 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Mod
     """``model`` in :class:`DistributedDataParallel` when distributed, else unchanged.
 
     Every domain is in every rank's batch, so every parameter gets a gradient each step and
-    ``find_unused_parameters`` stays off.
+    ``find_unused_parameters`` stays off. Buffers (the DSBN running statistics) are broadcast from
+    rank 0 at every forward, DDP's default, so all ranks keep identical per-domain statistics; the
+    default is left implicit because passing ``broadcast_buffers`` now raises a FutureWarning.
     """
     if not info.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True)
+    return DistributedDataParallel(model, device_ids=device_ids)
