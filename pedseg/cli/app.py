@@ -8,7 +8,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import click
 import typer
 
 from pedseg import __version__
@@ -82,25 +81,21 @@ def _debug() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (used by the console script and by tests)."""
+    """Run the CLI; returns the exit status (used by the console script and by tests).
+
+    Typer handles its own usage errors, ``--help`` and ``--version`` (standalone mode, exit 0 or 2);
+    every :class:`PedsegError` becomes one red line on stderr and its exit code (1). Anything else is a
+    bug and keeps its traceback.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=args, prog_name="pedseg", standalone_mode=False)
+        app(args=args, prog_name="pedseg", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except PedsegError as exc:
         if _debug():
             traceback.print_exc()
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        typer.secho("aborted", fg=typer.colors.RED, err=True)
-        return 130
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return result if isinstance(result, int) else 0
-
-
-def entrypoint() -> None:  # pragma: no cover - console script shim
-    sys.exit(main())
+    return 0

@@ -79,3 +79,20 @@ def test_help_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_usage_error_exits_2_without_traceback(pedseg: Runner) -> None:
+    result = pedseg("train", "--epochs", "many")
+    assert result.code == 2
+    assert "Traceback" not in result.err and "--epochs" in result.err
+
+
+def test_cli_does_not_need_click_installed() -> None:
+    """typer >= 0.29 vendors click; pedseg must not import the standalone package."""
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from pedseg.cli import main\n"
+        "raise SystemExit(main(['domains', 'list']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
