@@ -361,7 +361,7 @@ def _finish_epoch(
     }
     state.history.append(row)
     state.epoch = epoch
-    is_best = metrics["val_dice"] > state.best_metric
+    is_best = metrics["val_dice"] >= state.best_metric  # ties: later epoch
     if is_best:
         state.best_metric, state.best_epoch = metrics["val_dice"], epoch
     _write_epoch(job, is_best=is_best)

@@ -112,7 +112,9 @@ def finish_epoch(
         row["slices_per_s"] = steps * config.batch_size / train_seconds
         run.epoch = epoch
         run.history.append(dict(row))
-        is_best = metrics["val_dice"] > run.best_metric
+        # Ties go to the later epoch: while validation Dice is still flat (often 0 early on for small
+        # structures), the most trained weights are the better "best", not epoch 1's.
+        is_best = metrics["val_dice"] >= run.best_metric
         if is_best:
             run.best_metric = metrics["val_dice"]
             run.best_epoch = epoch
