@@ -17,7 +17,9 @@ from tests.conftest_runs import single_thread
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    with single_thread():
+    with pytest.MonkeyPatch.context() as patch, single_thread():
+        # Module scope runs before the autouse per-test PEDSEG_HOME: isolate it here too.
+        patch.setenv("PEDSEG_HOME", str(tmp_path_factory.mktemp("demo_home")))
         run_demo(out, config=DemoConfig.quick())
     return out
 
