@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest_runs import tiny_run_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PEDSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -20,6 +22,24 @@ def isolated_home(
     monkeypatch.setenv("PEDSEG_HOME", str(home))
     monkeypatch.delenv("PEDSEG_DEBUG", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``dsl-contrastive`` run on ankle + shoulder phantoms (32x32, width 4, depth 3), trained once."""
+    return tiny_run_dir(tmp_path_factory, scheme="dsl-contrastive")
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, ``joint`` scheme (one shared BN, one head over the union of labels)."""
+    return tiny_run_dir(tmp_path_factory, scheme="joint")
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, ``baseline`` scheme (one member run per domain under ``RUN/baseline``)."""
+    return tiny_run_dir(tmp_path_factory, scheme="baseline")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from pedseg.domains.registry import DomainRegistry
 from tests.cli.conftest import Runner, one_line_error
-from tests.conftest_runs import phantom_dir, single_thread, tiny_run_dir
+from tests.conftest_runs import phantom_dir, single_thread
 
 KNEE_YAML = """\
 schema_version: 1
@@ -22,16 +22,6 @@ slice_axis: auto
 image_size: [32, 32]
 """
 FAST = ("--epochs", "1", "--batch-size", "4", "--steps-per-epoch", "2", "--device", "cpu")
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run_dir(tmp_path_factory, scheme="dsl-contrastive")
-
-
-@pytest.fixture(scope="module")
-def joint_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run_dir(tmp_path_factory, scheme="joint")
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +44,14 @@ def knee_yaml(tmp_path: Path) -> Path:
 
 
 def test_add_domain_to_model(
-    pedseg: Runner, base_run: Path, knee_yaml: Path, ankle_data: Path, tmp_path: Path
+    pedseg: Runner, tiny_run: Path, knee_yaml: Path, ankle_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "plus"
     result = pedseg(
         "add-domain",
         str(knee_yaml),
         "--to-model",
-        str(base_run),
+        str(tiny_run),
         "--data",
         f"knee={ankle_data}",
         "--out",
@@ -79,7 +69,7 @@ def test_add_domain_to_model(
         "add-domain",
         str(knee_yaml),
         "--to-model",
-        str(base_run),
+        str(tiny_run),
         "--data",
         f"knee={ankle_data}",
         "--out",
@@ -93,7 +83,7 @@ def test_add_domain_to_model(
             "add-domain",
             str(knee_yaml),
             "--to-model",
-            str(base_run),
+            str(tiny_run),
             "--data",
             f"knee={ankle_data}",
             "--out",
@@ -105,27 +95,27 @@ def test_add_domain_to_model(
 
 
 def test_add_domain_to_a_joint_model_is_refused_before_registering(
-    pedseg: Runner, joint_run: Path, knee_yaml: Path, tmp_path: Path
+    pedseg: Runner, tiny_joint_run: Path, knee_yaml: Path, tmp_path: Path
 ) -> None:
     error = one_line_error(
-        pedseg("add-domain", str(knee_yaml), "--to-model", str(joint_run), *FAST)
+        pedseg("add-domain", str(knee_yaml), "--to-model", str(tiny_joint_run), *FAST)
     )
     assert "joint" in error and "dsl" in error
     assert "knee" not in DomainRegistry().names()
 
 
-def test_add_domain_already_in_the_model(pedseg: Runner, base_run: Path, tmp_path: Path) -> None:
+def test_add_domain_already_in_the_model(pedseg: Runner, tiny_run: Path, tmp_path: Path) -> None:
     path = tmp_path / "ankle.yaml"
     path.write_text(KNEE_YAML.replace("name: knee", "name: ankle"))
-    error = one_line_error(pedseg("add-domain", str(path), "--to-model", str(base_run)))
+    error = one_line_error(pedseg("add-domain", str(path), "--to-model", str(tiny_run)))
     assert "'ankle' is already in this model" in error
 
 
 def test_train_from_run(
-    pedseg: Runner, base_run: Path, knee_yaml: Path, ankle_data: Path, tmp_path: Path
+    pedseg: Runner, tiny_run: Path, knee_yaml: Path, ankle_data: Path, tmp_path: Path
 ) -> None:
     assert pedseg("add-domain", str(knee_yaml)).code == 0
-    error = one_line_error(pedseg("train", "--domains", "knee", "--from", str(base_run)))
+    error = one_line_error(pedseg("train", "--domains", "knee", "--from", str(tiny_run)))
     assert "not supported yet" in error and "--freeze-shared" in error
     error = one_line_error(
         pedseg(
@@ -133,7 +123,7 @@ def test_train_from_run(
             "--domains",
             "knee",
             "--from",
-            str(base_run),
+            str(tiny_run),
             "--freeze-shared",
             "--scheme",
             "joint",
@@ -141,7 +131,7 @@ def test_train_from_run(
     )
     assert "--scheme" in error
     error = one_line_error(
-        pedseg("train", "--domains", "knee", "shoulder", "--from", str(base_run), "--freeze-shared")
+        pedseg("train", "--domains", "knee", "shoulder", "--from", str(tiny_run), "--freeze-shared")
     )
     assert "one new domain" in error
     out = tmp_path / "trained"
@@ -150,7 +140,7 @@ def test_train_from_run(
         "--domains",
         "knee",
         "--from",
-        str(base_run),
+        str(tiny_run),
         "--freeze-shared",
         "--data",
         f"knee={ankle_data}",
@@ -166,10 +156,10 @@ def test_train_from_run(
     assert card["training"]["extension"]["lr"] == 0.001
 
 
-def test_adapt_bn(pedseg: Runner, base_run: Path, ankle_data: Path, tmp_path: Path) -> None:
+def test_adapt_bn(pedseg: Runner, tiny_run: Path, ankle_data: Path, tmp_path: Path) -> None:
     scans = sorted(str(p) for p in (ankle_data / "imagesTr").iterdir())
     out = tmp_path / "adapted"
-    args = ("adapt-bn", "--model", str(base_run), "--domain", "ankle", "--device", "cpu")
+    args = ("adapt-bn", "--model", str(tiny_run), "--domain", "ankle", "--device", "cpu")
     result = pedseg(*args, "--out", str(out), "--batch-size", "8", *scans)
     assert result.code == 0, result.err
     assert "3 scan(s) (48 slices)" in result.out
@@ -180,14 +170,14 @@ def test_adapt_bn(pedseg: Runner, base_run: Path, ankle_data: Path, tmp_path: Pa
 
 
 def test_adapt_bn_errors(
-    pedseg: Runner, base_run: Path, joint_run: Path, ankle_data: Path, tmp_path: Path
+    pedseg: Runner, tiny_run: Path, tiny_joint_run: Path, ankle_data: Path, tmp_path: Path
 ) -> None:
     scan = str(next((ankle_data / "imagesTr").iterdir()))
     error = one_line_error(
         pedseg(
             "adapt-bn",
             "--model",
-            str(base_run),
+            str(tiny_run),
             "--domain",
             "knee",
             "-o",
@@ -196,7 +186,9 @@ def test_adapt_bn_errors(
         )
     )
     assert "unknown domain of this model 'knee'" in error
-    error = one_line_error(pedseg("adapt-bn", "--model", str(joint_run), "--domain", "ankle", scan))
+    error = one_line_error(
+        pedseg("adapt-bn", "--model", str(tiny_joint_run), "--domain", "ankle", scan)
+    )
     assert "joint" in error
     error = one_line_error(
         pedseg("adapt-bn", "--model", str(tmp_path / "nowhere"), "--domain", "ankle", scan)

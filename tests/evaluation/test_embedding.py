@@ -23,12 +23,7 @@ from pedseg.evaluation.embedding import (
 )
 from pedseg.evaluation.plots import tsne_figure
 from pedseg.inference.runs import DomainSegmenter, load_run
-from tests.conftest_runs import TINY_DOMAINS, TINY_IMAGE_SIZE, phantom_dir, tiny_run_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run_dir(tmp_path_factory, scheme="dsl-contrastive")
+from tests.conftest_runs import TINY_DOMAINS, TINY_IMAGE_SIZE, phantom_dir
 
 
 @pytest.fixture

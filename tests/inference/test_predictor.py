@@ -21,6 +21,7 @@ from pedseg.inference.backends import TorchBackend
 from pedseg.inference.postprocess import postprocess
 from pedseg.inference.predictor import ModelInfo, Predictor, label_dtype
 from pedseg.io import read_volume, write_like
+from tests.io.conftest import rotation
 
 NO_POST = PostprocessSpec(largest_component=False, closing=False)
 
@@ -59,14 +60,6 @@ def threshold_predictor(spec: DomainSpec | None = None, **kwargs: object) -> Pre
     spec = spec if spec is not None else toy_spec()
     backend = TorchBackend(ThresholdNet(), device="cpu", threads=1)
     return Predictor(toy_info(spec), backend, **kwargs)  # type: ignore[arg-type]
-
-
-def rotation(angles: Sequence[float]) -> np.ndarray:
-    a, b, c = angles
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return np.asarray(rx @ ry @ rz)
 
 
 def make_affine(

@@ -21,12 +21,7 @@ from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import ConvBlock
 from pedseg.training.adapt import adapt_bn, collect_scans, reestimate_bn
 from pedseg.training.artifacts import file_sha256, last_run
-from tests.conftest_runs import copy_run, phantom_dir, single_thread, tiny_run_dir
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run_dir(tmp_path_factory, scheme="dsl-contrastive")
+from tests.conftest_runs import copy_run, phantom_dir, single_thread
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +47,9 @@ def new_site(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_adapt_changes_only_that_domains_running_statistics(
-    base_run: Path, new_site: list[Path], tmp_path: Path
+    tiny_run: Path, new_site: list[Path], tmp_path: Path
 ) -> None:
-    base = copy_run(base_run, tmp_path / "base")
+    base = copy_run(tiny_run, tmp_path / "base")
     report = adapt_bn(base, "ankle", new_site, batch_size=8, device="cpu")
     out = tmp_path / "base-adapted-ankle"
     assert report.run_dir == out and last_run() == out.resolve()
@@ -123,18 +118,18 @@ def test_reestimated_statistics_match_a_direct_computation() -> None:
 
 
 def test_adapt_refuses_what_it_cannot_do(
-    base_run: Path, new_site: list[Path], tmp_path: Path
+    tiny_run: Path, new_site: list[Path], tmp_path: Path
 ) -> None:
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "x").write_text("mine")
     with pytest.raises(OutputExistsError, match="taken"):
-        adapt_bn(base_run, "ankle", new_site, out=taken, device="cpu")
+        adapt_bn(tiny_run, "ankle", new_site, out=taken, device="cpu")
     with pytest.raises(UnknownNameError, match="domain of this model 'knee'"):
-        adapt_bn(base_run, "knee", new_site, out=tmp_path / "a", device="cpu")
+        adapt_bn(tiny_run, "knee", new_site, out=tmp_path / "a", device="cpu")
     with pytest.raises(ConfigError, match="batch_size"):
-        adapt_bn(base_run, "ankle", new_site, out=tmp_path / "b", batch_size=1, device="cpu")
-    joint = copy_run(base_run, tmp_path / "joint")
+        adapt_bn(tiny_run, "ankle", new_site, out=tmp_path / "b", batch_size=1, device="cpu")
+    joint = copy_run(tiny_run, tmp_path / "joint")
     card = json.loads((joint / "model.json").read_text())
     card.update(scheme="joint", model={**card["model"], "norm": "bn"})
     (joint / "model.json").write_text(json.dumps(card))

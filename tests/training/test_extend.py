@@ -30,12 +30,7 @@ from pedseg.training.extend import (
     extension_mode,
     freeze_for_extension,
 )
-from tests.conftest_runs import copy_run, phantom_dir, single_thread, tiny_run_dir
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run_dir(tmp_path_factory, scheme="dsl-contrastive")
+from tests.conftest_runs import copy_run, phantom_dir, single_thread
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +69,9 @@ def _config(**changes: object) -> ExtendConfig:
 
 
 def test_extension_keeps_old_domains_bit_identical_and_trains_the_new_one(
-    base_run: Path, knee: DomainSpec, tmp_path: Path
+    tiny_run: Path, knee: DomainSpec, tmp_path: Path
 ) -> None:
-    base = copy_run(base_run, tmp_path / "base")
+    base = copy_run(tiny_run, tmp_path / "base")
     before = _tree_digest(base)
     events: list[TrainEvent] = []
     result = extend_run(
@@ -164,20 +159,20 @@ def test_freezing_leaves_only_the_new_bn_and_head_trainable() -> None:
 
 
 def test_refuses_an_existing_output_folder(
-    base_run: Path, knee: DomainSpec, tmp_path: Path
+    tiny_run: Path, knee: DomainSpec, tmp_path: Path
 ) -> None:
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="taken"):
-        extend_run(base_run, knee, config=_config(), out=out, cache_root=tmp_path / "cache")
+        extend_run(tiny_run, knee, config=_config(), out=out, cache_root=tmp_path / "cache")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_refuses_a_domain_the_model_already_has(base_run: Path, tmp_path: Path) -> None:
+def test_refuses_a_domain_the_model_already_has(tiny_run: Path, tmp_path: Path) -> None:
     ankle = DomainRegistry(home=tmp_path / "reg").get("ankle")
     with pytest.raises(ConfigError, match="'ankle' is already in this model"):
-        extend_run(base_run, ankle, config=_config(), out=tmp_path / "out")
+        extend_run(tiny_run, ankle, config=_config(), out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
