@@ -60,6 +60,7 @@ def extension_config(
     steps_per_epoch: int | None,
     device: str,
     augment: bool = True,
+    seg_loss: str = "ce",
 ) -> ExtendConfig:
     """The validated :class:`~pedseg.training.extend.ExtendConfig` of the command-line options."""
     from pedseg.training.extend import ExtendConfig
@@ -72,6 +73,7 @@ def extension_config(
         steps_per_epoch=steps_per_epoch,
         device=device,
         augment=augment,
+        seg_loss=seg_loss,
     )
 
 
@@ -120,6 +122,7 @@ def train_from_run(
     augment: bool,
     cache_dir: Path | None,
     fixed_by_base: Mapping[str, bool],
+    seg_loss: str = "ce",
 ) -> None:
     """``pedseg train --domains NEW --from RUN --freeze-shared``."""
     from pedseg.domains.registry import DomainRegistry, parse_data_overrides
@@ -135,7 +138,7 @@ def train_from_run(
     if given:
         raise ConfigError(
             f"{', '.join(given)} cannot be used with --from: the base run fixes the scheme, "
-            "architecture and image size, and only the new domain's cross-entropy is trained "
+            "architecture and image size, and only the new domain's segmentation loss is trained "
             "(fp32); drop the option(s)"
         )
     if len(names) != 1:
@@ -151,6 +154,7 @@ def train_from_run(
         steps_per_epoch=steps_per_epoch,
         device=device,
         augment=augment,
+        seg_loss=seg_loss,
     )
     model = check_target(base, names[0])
     (spec,) = DomainRegistry().resolve(names, data=parse_data_overrides(data))

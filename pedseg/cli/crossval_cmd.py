@@ -41,6 +41,11 @@ def crossval(
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
     tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature."),
     lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
+    seg_loss: str = typer.Option(
+        "ce",
+        "--seg-loss",
+        help="ce (the paper's) | dice-ce (adds soft Dice: small structures learn in fewer steps).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
@@ -70,6 +75,7 @@ def crossval(
         lr=lr,
         tau=tau,
         lam=lam,
+        seg_loss=seg_loss,
         seed=seed,
         steps_per_epoch=steps_per_epoch,
         device=device,

@@ -46,6 +46,11 @@ def train(
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
     tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature (Eq. 3)."),
     lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
+    seg_loss: str = typer.Option(
+        "ce",
+        "--seg-loss",
+        help="ce (the paper's) | dice-ce (adds soft Dice: small structures learn in fewer steps).",
+    ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of initialisation, split, sampling, augmentation."
     ),
@@ -95,6 +100,7 @@ def train(
             device=device,
             augment=not no_augment,
             cache_dir=cache_dir,
+            seg_loss=seg_loss,
             fixed_by_base={
                 "--scheme": scheme != "dsl-contrastive",
                 "--arch": arch != "unet",
@@ -122,6 +128,7 @@ def train(
         lr=lr,
         tau=tau,
         lam=lam,
+        seg_loss=seg_loss,
         seed=seed,
         steps_per_epoch=steps_per_epoch,
         device=device,

@@ -48,7 +48,7 @@ __all__ = [
 
 MODEL_FORMAT = 1
 LAST_RUN = "last_run"
-_FIXED_COLUMNS = ("epoch", "step", "loss_ce", "loss_contrastive", "loss_total")
+_FIXED_COLUMNS = ("epoch", "step", "loss_ce", "loss_dice", "loss_contrastive", "loss_total")
 _TAIL_COLUMNS = ("lr", "seconds", "slices_per_s")
 
 
@@ -163,7 +163,12 @@ def plot_curves(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     epochs = [int(r["epoch"]) for r in rows]
     figure = Figure(figsize=(10, 4), dpi=100)
     left, right = figure.subplots(1, 2)
-    for key, label in (("loss_total", "total"), ("loss_ce", "CE"), ("loss_contrastive", "SupCon")):
+    for key, label in (
+        ("loss_total", "total"),
+        ("loss_ce", "CE"),
+        ("loss_dice", "Dice"),
+        ("loss_contrastive", "SupCon"),
+    ):
         values = [float(r[key]) for r in rows if key in r]
         if len(values) == len(epochs) and any(v != 0.0 for v in values):
             left.plot(epochs, values, marker="o", label=label)

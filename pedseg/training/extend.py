@@ -87,6 +87,7 @@ class ExtendConfig:
     fg_fraction: float = 1 / 3
     augment: bool = True
     device: str = "auto"
+    seg_loss: str = "ce"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "val_cases", tuple(self.val_cases))
@@ -110,6 +111,7 @@ class ExtendConfig:
             val_cases=((domain, self.val_cases),) if self.val_cases else (),
             fg_fraction=self.fg_fraction,
             augment=self.augment,
+            seg_loss=self.seg_loss,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,7 +302,7 @@ def _run_epoch(job: _Job, sampler: BalancedSampler, epoch: int, steps: int) -> N
     augment = AugmentConfig() if config.augment else None
     extension_mode(job.net, index)
     job.emit("epoch_start", epoch=epoch, steps=steps)
-    total = 0.0
+    sums = torch.zeros(3, dtype=torch.float64)  # ce, dice, total
     started = time.perf_counter()
     for step in range(1, steps + 1):
         step_start = time.perf_counter()
@@ -316,8 +318,17 @@ def _run_epoch(job: _Job, sampler: BalancedSampler, epoch: int, steps: int) -> N
             epoch=epoch,
             step=step,
         )
-        terms = compute_losses(job.net, images, targets, route, scheme="dsl", tau=0.1, lam=0.0)
-        loss = float(terms.ce.detach())
+        terms = compute_losses(
+            job.net,
+            images,
+            targets,
+            route,
+            scheme="dsl",
+            tau=0.1,
+            lam=0.0,
+            seg_loss=config.seg_loss,
+        )
+        ce, dice, loss = (float(v) for v in terms.stacked()[[0, 3, 2]])
         if not math.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss at epoch {epoch}, step {step} while adding domain "
@@ -327,9 +338,11 @@ def _run_epoch(job: _Job, sampler: BalancedSampler, epoch: int, steps: int) -> N
         terms.total.backward()
         job.optimizer.step()
         state.global_step += 1
-        total += loss
+        sums += torch.tensor([ce, dice, loss], dtype=torch.float64)
         seconds = max(time.perf_counter() - step_start, 1e-9)
-        losses = {"ce": loss, "contrastive": 0.0, "total": loss}
+        losses = {"ce": ce, "contrastive": 0.0, "total": loss}
+        if config.seg_loss == "dice-ce":
+            losses["dice"] = dice
         job.emit(
             "step",
             epoch=epoch,
@@ -339,11 +352,12 @@ def _run_epoch(job: _Job, sampler: BalancedSampler, epoch: int, steps: int) -> N
             slices_per_s=config.batch_size / seconds,
         )
     train_seconds = max(time.perf_counter() - started, 1e-9)
-    _finish_epoch(job, epoch, steps, mean=total / steps, started=started, train_s=train_seconds)
+    means = (sums / steps).tolist()
+    _finish_epoch(job, epoch, steps, means=means, started=started, train_s=train_seconds)
 
 
 def _finish_epoch(
-    job: _Job, epoch: int, steps: int, *, mean: float, started: float, train_s: float
+    job: _Job, epoch: int, steps: int, *, means: list[float], started: float, train_s: float
 ) -> None:
     state = job.state
     metrics = validate(job.net, [job.data], device=job.device, batch_size=VALIDATION_BATCH)
@@ -351,9 +365,10 @@ def _finish_epoch(
     row: dict[str, Any] = {
         "epoch": epoch,
         "step": state.global_step,
-        "loss_ce": mean,
+        "loss_ce": means[0],
+        "loss_dice": means[1],
         "loss_contrastive": 0.0,
-        "loss_total": mean,
+        "loss_total": means[2],
         **metrics,
         "lr": float(job.optimizer.param_groups[0]["lr"]),
         "seconds": time.perf_counter() - started,
@@ -366,7 +381,7 @@ def _finish_epoch(
         state.best_metric, state.best_epoch = metrics["val_dice"], epoch
     _write_epoch(job, is_best=is_best)
     dice, note = metrics["val_dice"], " (best)" if is_best else ""
-    logger.info("extension epoch %d: loss %.4f, val Dice %.4f%s", epoch, mean, dice, note)
+    logger.info("extension epoch %d: loss %.4f, val Dice %.4f%s", epoch, means[2], dice, note)
     job.emit("epoch_end", epoch=epoch, steps=steps, metrics=dict(row), is_best=is_best)
 
 

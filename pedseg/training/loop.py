@@ -283,7 +283,7 @@ def _run_epoch(
     augment = AugmentConfig() if config.augment else None
     session.model.train()
     session.emit("epoch_start", epoch=epoch, steps=steps)
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(4, dtype=torch.float64)
     started = time.perf_counter()
     for step, host in enumerate(_host_batches(session, sampler, epoch, steps), start=1):
         step_start = time.perf_counter()
@@ -306,6 +306,7 @@ def _run_epoch(
                 scheme=config.scheme,
                 tau=config.tau,
                 lam=config.lam,
+                seg_loss=config.seg_loss,
             )
         values = dist_utils.all_reduce_mean(terms.stacked(), session.info).to("cpu", torch.float64)
         if not bool(torch.isfinite(values).all()):
@@ -331,6 +332,7 @@ def _run_epoch(
                 "ce": float(values[0]),
                 "contrastive": float(values[1]),
                 "total": float(values[2]),
+                **({"dice": float(values[3])} if config.seg_loss == "dice-ce" else {}),
             },
             slices_per_s=config.batch_size / seconds,
         )
@@ -342,6 +344,7 @@ def _run_epoch(
         "loss_ce": means[0],
         "loss_contrastive": means[1],
         "loss_total": means[2],
+        "loss_dice": means[3],
     }
     finish_epoch(session, row, started=started, train_seconds=train_seconds, steps=steps)
     if not math.isfinite(float(row["loss_total"])):  # pragma: no cover - caught per step

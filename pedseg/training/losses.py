@@ -1,6 +1,9 @@
 """The paper's losses: multi-domain cross-entropy (Eq. 2) and supervised contrastive loss (Eq. 3).
 
 The training objective is ``L = L_CE + lambda * L_Contrastive`` (paper: lambda = 0.1, tau = 0.1).
+:func:`multi_domain_soft_dice` is not in the paper: it is the optional ``seg_loss="dice-ce"`` term
+(``L = L_CE + L_Dice + lambda * L_Contrastive``), the usual remedy (nnU-Net's default) when thin or
+small structures make up a tiny share of the pixels and cross-entropy alone learns them slowly.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ from torch import Tensor
 
 from pedseg.errors import ConfigError, TrainingError
 
-__all__ = ["multi_domain_cross_entropy", "supervised_contrastive_loss"]
+__all__ = [
+    "multi_domain_cross_entropy",
+    "multi_domain_soft_dice",
+    "supervised_contrastive_loss",
+]
 
 # Finite stand-in for -inf on the similarity diagonal: exp() of it is exactly 0 in float32, and
 # unlike -inf it keeps rows without any other sample free of NaN in the forward and backward passes.
 _MASKED = -1e9
+# Smoothing of the soft Dice ratio: keeps a class that is absent from both prediction and target at
+# Dice ~1 (no gradient push) and the ratio finite.
+_DICE_SMOOTH = 1e-5
 
 
 def multi_domain_cross_entropy(logits: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
@@ -61,6 +71,49 @@ def multi_domain_cross_entropy(logits: Sequence[Tensor], targets: Sequence[Tenso
         terms.append(F.cross_entropy(chunk, target.long(), reduction="mean") / num_classes)
     if not terms:
         raise TrainingError("no domain chunk holds any sample; the batch is empty")
+    return torch.stack(terms).mean()
+
+
+def multi_domain_soft_dice(logits: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
+    """``1 - soft Dice`` over each domain's foreground classes, averaged over the domains present.
+
+    For each domain chunk ``k`` with ``n_k > 0`` samples and ``C_k`` classes, the softmax
+    probabilities ``p`` and the one-hot targets ``y`` give, per foreground class ``c >= 1``, the
+    batch Dice ``(2 sum p y + s) / (sum p + sum y + s)`` with sums over all samples and pixels of the
+    chunk (a "batch Dice", as nnU-Net computes it for 2D training: a slice without the structure
+    does not count as a failure on its own). The chunk's loss is ``1 -`` the mean over its
+    foreground classes; the result is the mean over the domains present. A domain with only the
+    background class contributes nothing.
+
+    Args:
+        logits: per domain chunk, raw logits ``(n_k, C_k, H, W)``.
+        targets: per domain chunk, integer class maps ``(n_k, H, W)``, values in ``[0, C_k)``.
+    """
+    if len(logits) != len(targets):
+        raise TrainingError(
+            f"got {len(logits)} logit chunk(s) but {len(targets)} target chunk(s); "
+            "pass one target per domain chunk"
+        )
+    terms: list[Tensor] = []
+    for index, (chunk, target) in enumerate(zip(logits, targets, strict=True)):
+        if chunk.ndim != 4 or target.shape != (chunk.shape[0], *chunk.shape[2:]):
+            raise TrainingError(
+                f"chunk {index}: targets of shape {tuple(target.shape)} do not match logits "
+                f"{tuple(chunk.shape)}; expected logits (n, C, H, W) and targets (n, H, W)"
+            )
+        if chunk.shape[0] == 0 or chunk.shape[1] < 2:
+            continue
+        probs = torch.softmax(chunk.float(), dim=1)[:, 1:]
+        onehot = F.one_hot(target.long(), chunk.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs)
+        intersection = (probs * onehot).sum(dim=(0, 2, 3))
+        total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        dice = (2 * intersection + _DICE_SMOOTH) / (total + _DICE_SMOOTH)
+        terms.append(1 - dice.mean())
+    if not terms:
+        reference = logits[0] if logits else None
+        if reference is None:
+            raise TrainingError("no domain chunk holds any sample; the batch is empty")
+        return reference.float().sum() * 0
     return torch.stack(terms).mean()
 
 

@@ -1,7 +1,8 @@
 """One training step: gather a batch from the caches, augment it on the device, compute the losses.
 
 Losses per scheme: ``dsl-contrastive`` = Eq. 2 cross-entropy + ``lam`` x SupCon(z, domain) (Eq. 3,
-temperature ``tau``); ``dsl``, ``joint`` and ``baseline`` = the cross-entropy only. For ``joint`` the
+temperature ``tau``); ``dsl``, ``joint`` and ``baseline`` = the cross-entropy only. With
+``seg_loss="dice-ce"`` (not the paper's) every scheme adds the multi-domain soft Dice loss. For ``joint`` the
 whole batch goes through the single shared head (route ``[(0, N)]``) against union-space targets.
 """
 
@@ -21,7 +22,11 @@ from pedseg.data.augment import (
     sample_params,
 )
 from pedseg.data.sampler import SampledBatch
-from pedseg.training.losses import multi_domain_cross_entropy, supervised_contrastive_loss
+from pedseg.training.losses import (
+    multi_domain_cross_entropy,
+    multi_domain_soft_dice,
+    supervised_contrastive_loss,
+)
 from pedseg.training.prepare import DomainData
 
 __all__ = ["HostBatch", "LossTerms", "compute_losses", "gather_batch", "to_device"]
@@ -39,12 +44,18 @@ class HostBatch:
 
 @dataclass(frozen=True)
 class LossTerms:
+    """The loss terms of one step; ``dice`` is 0 unless ``seg_loss="dice-ce"``."""
+
     ce: Tensor
     contrastive: Tensor
     total: Tensor
+    dice: Tensor
 
     def stacked(self) -> Tensor:
-        return torch.stack([self.ce.detach(), self.contrastive.detach(), self.total.detach()])
+        """``[ce, contrastive, total, dice]``, detached (for logging and all-reduce)."""
+        return torch.stack(
+            [self.ce.detach(), self.contrastive.detach(), self.total.detach(), self.dice.detach()]
+        )
 
 
 def gather_batch(domains: Sequence[DomainData], batch: SampledBatch) -> HostBatch:
@@ -105,6 +116,7 @@ def compute_losses(
     scheme: str,
     tau: float,
     lam: float,
+    seg_loss: str = "ce",
 ) -> LossTerms:
     """Forward the batch and return the loss terms (fp32)."""
     route = route_of(chunks, scheme=scheme)
@@ -112,6 +124,12 @@ def compute_losses(
     logits = [chunk.float() for chunk in output.logits]
     parts = list(torch.split(targets, [count for _, count in route], dim=0))
     ce = multi_domain_cross_entropy(logits, parts)
+    if seg_loss == "dice-ce":
+        dice = multi_domain_soft_dice(logits, parts)
+        segmentation = ce + dice
+    else:
+        dice = torch.zeros((), device=ce.device, dtype=ce.dtype)
+        segmentation = ce
     if scheme == "dsl-contrastive" and lam > 0:
         domains = torch.cat([torch.full((count,), k, dtype=torch.long) for k, count in chunks]).to(
             images.device
@@ -119,8 +137,8 @@ def compute_losses(
         contrastive = supervised_contrastive_loss(
             output.embedding.float(), domains, temperature=tau
         )
-        total = ce + lam * contrastive
+        total = segmentation + lam * contrastive
     else:
         contrastive = torch.zeros((), device=ce.device, dtype=ce.dtype)
-        total = ce
-    return LossTerms(ce=ce, contrastive=contrastive, total=total)
+        total = segmentation
+    return LossTerms(ce=ce, contrastive=contrastive, total=total, dice=dice)

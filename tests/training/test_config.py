@@ -17,6 +17,7 @@ def test_defaults_follow_the_paper() -> None:
     assert (config.tau, config.lam) == (0.1, 0.1)
     assert (config.base_width, config.depth, config.image_size) == (32, 5, (256, 256))
     assert config.amp == "auto" and config.channels_last is None and config.compile is False
+    assert config.seg_loss == "ce"  # Eq. 2 alone; dice-ce is an opt-in deviation
 
 
 @pytest.mark.parametrize(
@@ -31,6 +32,7 @@ def test_defaults_follow_the_paper() -> None:
         ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\), got 1.0"),
         ({"fg_fraction": 1.5}, r"fg_fraction must be in \[0, 1\], got 1.5"),
         ({"amp": "fp16"}, "amp must be one of auto, bf16, off"),
+        ({"seg_loss": "dice"}, "seg_loss must be one of ce, dice-ce, got 'dice'"),
         ({"device": "tpu"}, "device must be"),
         ({"image_size": (30,)}, "image_size must be two integers"),
         ({"domains": ("ankle", "ankle")}, "must not repeat"),

@@ -9,7 +9,12 @@ import torch
 
 from pedseg.errors import ConfigError, TrainingError
 from pedseg.models.unet import MultiDomainUNet
-from pedseg.training.losses import multi_domain_cross_entropy, supervised_contrastive_loss
+from pedseg.training.losses import (
+    multi_domain_cross_entropy,
+    multi_domain_soft_dice,
+    supervised_contrastive_loss,
+)
+from pedseg.training.step import compute_losses
 
 # ----------------------------------------------------------------------------- Eq. 2
 
@@ -169,3 +174,78 @@ def test_contrastive_gradients_reach_only_the_encoder() -> None:
     nonzero = {name for name, grad in encoder if grad is not None and grad.abs().sum() > 0}
     assert "encoders.0.conv1.weight" in nonzero
     assert "encoders.2.norm2.bns.1.weight" in nonzero
+
+
+# ----------------------------------------------------------------------------- soft Dice (opt-in)
+
+
+def _soft_dice_by_loops(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
+    """1 - mean over foreground classes of the batch soft Dice, averaged over domains."""
+    terms = []
+    for chunk, target in zip(logits, targets, strict=True):
+        probs = torch.softmax(chunk, dim=1)
+        scores = []
+        for c in range(1, chunk.shape[1]):
+            inter = total = 0.0
+            for i in range(chunk.shape[0]):
+                for y in range(chunk.shape[2]):
+                    for x in range(chunk.shape[3]):
+                        p, t = float(probs[i, c, y, x]), float(int(target[i, y, x]) == c)
+                        inter += p * t
+                        total += p + t
+            scores.append((2 * inter + 1e-5) / (total + 1e-5))
+        terms.append(1 - sum(scores) / len(scores))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_soft_dice_matches_its_formula(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(2, 3), (3, 5)]
+    logits = [torch.randn(n, c, 3, 4, generator=generator, dtype=torch.float64) for n, c in shapes]
+    targets = [torch.randint(0, c, (n, 3, 4), generator=generator) for n, c in shapes]
+    got = float(multi_domain_soft_dice(logits, targets))
+    assert got == pytest.approx(_soft_dice_by_loops(logits, targets), rel=1e-5)
+
+
+def test_soft_dice_is_zero_for_a_perfect_prediction_and_one_for_a_disjoint_one() -> None:
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).double() * 100
+    assert float(multi_domain_soft_dice([perfect], [target])) == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.nn.functional.one_hot((target + 1) % 3, 3).permute(0, 3, 1, 2).double() * 100
+    assert float(multi_domain_soft_dice([wrong], [target])) == pytest.approx(1.0, abs=1e-5)
+    # A structure absent from target and prediction scores Dice 1 (no push), not 0.
+    background = torch.zeros(1, 2, 2, 2)
+    background[:, 0] = 100.0
+    empty = torch.zeros(1, 2, 2, dtype=torch.long)
+    assert float(multi_domain_soft_dice([background], [empty])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_dice_errors_and_gradients() -> None:
+    with pytest.raises(TrainingError, match="1 logit chunk"):
+        multi_domain_soft_dice([torch.randn(1, 2, 2, 2)], [])
+    with pytest.raises(TrainingError, match="chunk 0: targets of shape"):
+        multi_domain_soft_dice([torch.randn(1, 2, 2, 2)], [torch.zeros(1, 3, 2, dtype=torch.long)])
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    multi_domain_soft_dice([logits], [torch.randint(0, 3, (2, 4, 4))]).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scheme", ["dsl", "dsl-contrastive"])
+def test_compute_losses_adds_dice_only_when_asked(scheme: str) -> None:
+    torch.manual_seed(0)
+    model = MultiDomainUNet(num_classes=[3, 2], base_width=4, depth=3).train()
+    images = torch.randn(6, 1, 16, 16)
+    targets = torch.cat([torch.randint(0, 3, (3, 16, 16)), torch.randint(0, 2, (3, 16, 16))])
+    chunks = [(0, 3), (1, 3)]
+    plain = compute_losses(model, images, targets, chunks, scheme=scheme, tau=0.1, lam=0.1)
+    both = compute_losses(
+        model, images, targets, chunks, scheme=scheme, tau=0.1, lam=0.1, seg_loss="dice-ce"
+    )
+    assert float(plain.dice) == 0.0 and float(both.dice) > 0.0
+    assert float(both.ce) == pytest.approx(float(plain.ce))
+    expected = float(both.ce) + float(both.dice) + 0.1 * float(both.contrastive)
+    assert float(both.total) == pytest.approx(expected, rel=1e-6)
+    assert both.stacked().tolist() == pytest.approx(
+        [float(both.ce), float(both.contrastive), float(both.total), float(both.dice)]
+    )
