@@ -79,7 +79,7 @@ def extension_config(
 
 def check_target(model: Path, domain: str) -> Path:
     """Fail early (before registering or caching anything) when ``domain`` cannot be added."""
-    from pedseg.training.extend import check_extendable, read_card
+    from pedseg.training.base_run import check_extendable, read_card
 
     root, card = read_card(model)
     check_extendable(card, root, domain)

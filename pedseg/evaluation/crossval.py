@@ -25,7 +25,6 @@ Each fold's ``train`` call records its run as pedseg's "last run".
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,18 +36,16 @@ import numpy as np
 from pedseg.data.dataset import Case, list_cases
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError
+from pedseg.evaluation.crossval_summary import FOLD_COLUMNS, aggregate_method
 from pedseg.evaluation.evaluate import (
     METRIC_COLUMNS,
     SLICE_COLUMNS,
     CaseResult,
-    dump_json,
     evaluate_labels,
     metric_rows,
     slice_rows,
-    summarize_cases,
     write_csv,
 )
-from pedseg.evaluation.metrics import METRIC_NAMES, LabelMetrics
 from pedseg.evaluation.protocol import (
     CrossvalState,
     Fold,
@@ -58,7 +55,6 @@ from pedseg.evaluation.protocol import (
     save_plan,
 )
 from pedseg.io import Volume, check_pair, read_label, read_volume, write_like
-from pedseg.io.atomic import write_text_atomic
 from pedseg.training.config import ARCHS, SCHEMES, TrainConfig
 
 if TYPE_CHECKING:  # keeps torch out of the import path
@@ -73,7 +69,6 @@ __all__ = [
     "run_crossval",
 ]
 
-FOLD_COLUMNS: tuple[str, ...] = ("domain", "fold")
 EventKind = Literal["plan", "fold_start", "fold_skip", "train", "predict", "fold_end", "method_end"]
 
 
@@ -344,7 +339,7 @@ def _run_method(run: _Run, scheme: str, arch: str) -> MethodResult:
         _run_fold(run, scheme, arch, fold, status, event)
         ran.append(fold.index)
         run.notify(replace(event, kind="fold_end"))
-    _aggregate(folder, run.plan, run.specs, method, scheme, arch)
+    aggregate_method(folder, run.plan, run.specs, method, scheme, arch)
     run.notify(
         CrossvalEvent("method_end", method=method, folds=len(run.plan.folds), message=str(folder))
     )
@@ -379,59 +374,3 @@ def _run_fold(
     write_csv(fold_dir / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
     write_csv(fold_dir / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
     run.state.set(method, fold.index, "done")
-
-
-def _aggregate(
-    folder: Path, plan: FoldPlan, specs: Sequence[DomainSpec], method: str, scheme: str, arch: str
-) -> None:
-    """The method's ``metrics.csv``, ``slice_dice.csv`` (all folds) and ``summary.json``."""
-    metrics: list[dict[str, str]] = []
-    slices: list[dict[str, str]] = []
-    for fold in plan.folds:
-        metrics += _read_rows(folder / f"fold-{fold.index}" / "metrics.csv")
-        slices += _read_rows(folder / f"fold-{fold.index}" / "slice_dice.csv")
-    write_csv(folder / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
-    write_csv(folder / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
-    domains: dict[str, Any] = {}
-    for spec in specs:
-        results = _results_from_rows([r for r in metrics if r["domain"] == spec.name], spec)
-        if results:
-            domains[spec.name] = summarize_cases(results, spec)
-    summary = {
-        "method": method,
-        "scheme": scheme,
-        "arch": arch,
-        "folds": len(plan.folds),
-        "fold_method": plan.method,
-        "domains": domains,
-    }
-    write_text_atomic(folder / "summary.json", dump_json(summary))
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _results_from_rows(rows: Sequence[Mapping[str, str]], spec: DomainSpec) -> list[CaseResult]:
-    """Metrics-only :class:`CaseResult` objects from ``metrics.csv`` rows (one per label)."""
-    groups: dict[tuple[str, str], list[LabelMetrics]] = {}
-    for row in rows:
-        metric = LabelMetrics(
-            label=int(row["label"]),
-            **{name: float(row[name]) for name in METRIC_NAMES},
-            empty_reference=row["empty_reference"] == "1",
-            empty_prediction=row["empty_prediction"] == "1",
-        )
-        groups.setdefault((row["fold"], row["case"]), []).append(metric)
-    out: list[CaseResult] = []
-    for (_, case), metrics in groups.items():
-        if [m.label for m in metrics] != list(spec.label_ids):
-            raise ConfigError(
-                f"metrics.csv rows of {spec.name} case {case!r} do not hold its labels "
-                f"{list(spec.label_ids)}; delete the method's fold folders to recompute them"
-            )
-        out.append(CaseResult(case, None, None, tuple(metrics), slice_dice=(), axis=-1))
-    return out

@@ -46,8 +46,8 @@ from pedseg.io import is_volume_path, read_volume
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import MultiDomainUNet
 from pedseg.training.artifacts import file_sha256, set_last_run, write_json
+from pedseg.training.base_run import base_network, check_dsbn, check_new_output, read_card
 from pedseg.training.checkpoint import state_tensors
-from pedseg.training.extend import base_network, check_dsbn, check_new_output, read_card
 from pedseg.training.runtime import configure_threads, resolve_device
 
 __all__ = ["AdaptReport", "adapt_bn", "collect_scans", "load_slices", "reestimate_bn"]

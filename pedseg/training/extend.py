@@ -10,7 +10,8 @@ Freezing: ``requires_grad`` is False everywhere except the new domain's batch-no
 optimizer gets. The network runs in eval mode except the new domain's batch norms (train mode: their
 running statistics follow the new data), so the old domains' outputs stay bit-identical.
 
-Loss: Eq. 2 cross-entropy on the new domain only. The contrastive term (Eq. 3) needs two domains in
+Loss: Eq. 2 cross-entropy on the new domain only (plus the soft Dice term with
+``seg_loss="dice-ce"``). The contrastive term (Eq. 3) needs two domains in
 a batch (and the old domains' data); with the shared encoder frozen it could only move the new
 batch norms, so it is not used. Per epoch, with the training package's sampler, augmentation and
 validation: balanced batches of the new domain, validation Dice on its held-out cases, ``latest``
@@ -19,7 +20,6 @@ and ``best`` checkpoints, ``model.safetensors`` + ``model.json`` on improvement,
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -36,9 +36,9 @@ from pedseg import __version__
 from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, ModelError, OutputExistsError, TrainingError
+from pedseg.errors import ModelError, TrainingError
 from pedseg.inference.profiles import read_profile, store_profile, training_slices
-from pedseg.inference.runs import MODEL_JSON, DomainSegmenter, LoadedRun, load_run, resolve_run
+from pedseg.inference.runs import load_run
 from pedseg.io.atomic import atomic_path
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import MultiDomainUNet
@@ -48,6 +48,12 @@ from pedseg.training.artifacts import (
     set_last_run,
     write_json,
     write_metrics_csv,
+)
+from pedseg.training.base_run import (
+    base_network,
+    check_extendable,
+    check_new_output,
+    read_card,
 )
 from pedseg.training.checkpoint import save_checkpoint, state_tensors
 from pedseg.training.config import TrainConfig
@@ -67,7 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-DSBN_SCHEMES: tuple[str, ...] = ("dsl", "dsl-contrastive")
 VALIDATION_BATCH = 16
 Callback = Callable[[TrainEvent], None]
 
@@ -119,68 +124,6 @@ class ExtendConfig:
         out = asdict(self)
         del out["val_cases"]
         return out
-
-
-# ---------------------------------------------------------------------- base run checks
-def read_card(path: Path | None) -> tuple[Path, dict[str, Any]]:
-    """``(run folder, model.json)`` of ``path`` (default: the last run), without the weights."""
-    root = resolve_run(path)
-    try:
-        card = json.loads((root / MODEL_JSON).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{root / MODEL_JSON}: unreadable ({exc}); retrain or restore it") from exc
-    if not isinstance(card, dict):
-        raise ModelError(f"{root / MODEL_JSON}: must hold a JSON object")
-    return root, card
-
-
-def check_dsbn(card: Mapping[str, Any], root: Path, *, action: str) -> None:
-    """Refuse runs whose domains do not each have their own batch norms (joint, baseline)."""
-    scheme = card.get("scheme")
-    if card.get("kind") == "baseline" or scheme == "baseline":
-        raise ConfigError(
-            f"{root}: cannot {action} a baseline run: it holds one separate model per domain "
-            f"(RUN/baseline/<domain>); pass one of those member folders, or train a DSBN model "
-            f"(--scheme dsl-contrastive)"
-        )
-    if scheme == "joint":
-        raise ConfigError(
-            f"{root}: cannot {action} a joint-scheme model: its one batch norm and one head are "
-            "shared by every domain, so changing them would change the other domains' outputs; "
-            "train a DSBN model (--scheme dsl or dsl-contrastive)"
-        )
-    model = card.get("model")
-    if scheme not in DSBN_SCHEMES or not isinstance(model, dict) or model.get("norm") != "dsbn":
-        raise ConfigError(
-            f"{root}: cannot {action} scheme {scheme!r}; only {', '.join(DSBN_SCHEMES)} "
-            "models (one batch norm per domain) are supported"
-        )
-
-
-def check_extendable(card: Mapping[str, Any], root: Path, domain: str) -> None:
-    """Raise :class:`ConfigError` unless ``domain`` can be added to the run ``root``."""
-    check_dsbn(card, root, action="add a domain to")
-    domains = card.get("domains")
-    if isinstance(domains, list) and domain in domains:
-        raise ConfigError(
-            f"{root}: domain {domain!r} is already in this model ({', '.join(domains)}); to "
-            f"adapt it to new scans use `pedseg adapt-bn --domain {domain}`"
-        )
-
-
-def check_new_output(out: Path) -> None:
-    """Refuse an existing output folder unless it is empty (runs are never overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(out, "choose another --out or remove that folder")
-
-
-def base_network(run: LoadedRun) -> MultiDomainUNet:
-    """The network shared by a loaded run's domain segmenters (a ``kind: model`` run)."""
-    module = run.domain(run.domains[0]).module
-    net = module.net if isinstance(module, DomainSegmenter) else None
-    if not isinstance(net, MultiDomainUNet):
-        raise ModelError(f"{run.path}: holds no multi-domain network to extend or adapt")
-    return net
 
 
 # ---------------------------------------------------------------------- freezing

@@ -1,0 +1,182 @@
+"""Benchmark: how well does a trained run recognise the domain of held-out scans, and flag others?
+
+Protocol. ``--model`` is a run trained with the contrastive scheme on pelvis + spine (for instance
+the proposed method of the real-data study, ``STUDY/dsl-contrastive-unet/fold-0/run``); ``--folds``
+is that study's ``folds.json``, whose fold-0 *test* cases were never seen in training. Scans:
+
+* in distribution: the held-out pelvis and spine cases (expected: their own domain, not OOD);
+* out of distribution, each a thing a user may plausibly feed by mistake:
+  - ``ankle`` / ``shoulder`` phantoms (another joint; pedseg's own synthetic MR);
+  - ``inverted``: held-out real scans with inverted intensities (``max - x``: another contrast, as a
+    T2-weighted or fat-suppressed scan of the right anatomy would look to a T1 model);
+  - ``noise``: smooth random noise volumes with the geometry of a real scan;
+  - ``swapped``: held-out real scans with the first two array axes transposed, the affine kept (a
+    wrongly recorded orientation).
+
+For every scan it records the decision, the confidence and the median normalised distance (in
+units of the domain's 95th percentile); then the accuracy on in-distribution scans and, for a range
+of thresholds, how many in-distribution scans would be flagged (false alarms) and how many OOD scans
+would be (detections). The default ``pedseg`` threshold is ``OOD_THRESHOLD``.
+
+    python3 benchmarks/bench_recognition.py --model STUDY/dsl-contrastive-unet/fold-0/run \\
+        --folds STUDY/folds.json --out benchmarks/results/recognition.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from pedseg.data.synth import PhantomConfig, synth_dataset
+from pedseg.inference.recognition import OOD_THRESHOLD, Recognition, Recognizer
+from pedseg.inference.runs import load_run
+from pedseg.io import read_volume
+
+THRESHOLDS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+DATA = Path(os.environ.get("PEDSEG_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+
+
+@dataclass(frozen=True)
+class Scan:
+    name: str
+    group: str  # pelvis | spine (in distribution) or an OOD kind
+    expected: str | None  # the domain for in-distribution scans
+    path: Path
+
+
+def held_out(folds: Path, domain: str) -> list[str]:
+    plan = json.loads(folds.read_text(encoding="utf-8"))
+    return list(plan["folds"]["0"][domain]["test"])
+
+
+def image_path(domain: str, case: str) -> Path:
+    return DATA / domain / "imagesTr" / f"{case}.nii.gz"
+
+
+def derived(tmp: Path, source: Path, kind: str, seed: int) -> Path:
+    """Write an OOD variant of ``source`` (same affine) and return its path."""
+    image = nib.load(source)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    if kind == "inverted":
+        out = data.max() - data
+    elif kind == "swapped":
+        out = np.ascontiguousarray(np.swapaxes(data, 0, 1))
+    elif kind == "noise":
+        rng = np.random.default_rng(seed)
+        coarse = rng.random((8, 8, 8)).astype(np.float32)
+        zoom = [n / 8 for n in data.shape]
+        from scipy.ndimage import zoom as resize
+
+        out = resize(coarse, zoom, order=1)[: data.shape[0], : data.shape[1], : data.shape[2]]
+        out = out * float(data.max()) + rng.normal(0, 0.05 * float(data.max()), out.shape)
+    else:
+        raise ValueError(kind)
+    path = tmp / f"{kind}-{source.name}"
+    nib.save(nib.Nifti1Image(out.astype(np.float32), image.affine), path)
+    return path
+
+
+def scans(folds: Path, tmp: Path) -> Iterator[Scan]:
+    for domain in ("pelvis", "spine"):
+        for case in held_out(folds, domain):
+            yield Scan(case, domain, domain, image_path(domain, case))
+    phantoms = synth_dataset(
+        tmp / "phantoms", domains=("ankle", "shoulder"), cases=3, seed=7, config=PhantomConfig()
+    )
+    for path in sorted(p for p in phantoms if "imagesTr" in p.parts):
+        yield Scan(path.name.split(".")[0], path.parts[-3], None, path)
+    for domain in ("pelvis", "spine"):
+        for index, case in enumerate(held_out(folds, domain)[:3]):
+            source = image_path(domain, case)
+            for kind in ("inverted", "swapped", "noise"):
+                yield Scan(f"{kind}-{case}", kind, None, derived(tmp, source, kind, index))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--folds", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="Markdown report (default: stdout)")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    recognizer = Recognizer.from_run(load_run(args.model), device=torch.device("cpu"))
+    rows: list[tuple[Scan, Recognition]] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for scan in scans(args.folds, Path(tmp)):
+            rows.append((scan, recognizer.identify(read_volume(scan.path))))
+    seconds = time.perf_counter() - started
+    text = report(args, rows, seconds)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+def report(args: argparse.Namespace, rows: list[tuple[Scan, Recognition]], seconds: float) -> str:
+    inside = [(s, r) for s, r in rows if s.expected is not None]
+    outside = [(s, r) for s, r in rows if s.expected is None]
+    correct = sum(r.domain == s.expected for s, r in inside)
+    lines = [
+        "# Domain recognition and OOD warning on held-out real scans",
+        "",
+        f"Run {dt.date.today()} on {platform.node()} ({os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}); model `{args.model}`; {len(rows)} scans in {seconds:.0f} s "
+        f"({seconds / len(rows):.2f} s per scan).",
+        "",
+        f"**Recognition**: {correct} of {len(inside)} held-out scans get their own domain.",
+        "",
+        "| threshold | false alarms (in-distribution flagged) | OOD detected |"
+        + "".join(f" {g} |" for g in sorted({s.group for s, _ in outside})),
+        "|---|---|---|" + "---|" * len({s.group for s, _ in outside}),
+    ]
+    groups = sorted({s.group for s, _ in outside})
+    for threshold in THRESHOLDS:
+        alarms = sum(_best(r) > threshold for _, r in inside)
+        found = sum(_best(r) > threshold for _, r in outside)
+        per_group = [
+            f"{sum(_best(r) > threshold for s, r in outside if s.group == g)}/"
+            f"{sum(s.group == g for s, _ in outside)}"
+            for g in groups
+        ]
+        mark = " (default)" if threshold == OOD_THRESHOLD else ""
+        lines.append(
+            f"| {threshold:g}{mark} | {alarms}/{len(inside)} | {found}/{len(outside)} |"
+            + "".join(f" {cell} |" for cell in per_group)
+        )
+    lines += [
+        "",
+        f"Largest in-distribution distance {max(_best(r) for _, r in inside):.2f}; smallest OOD "
+        f"distance {min(_best(r) for _, r in outside):.2f}.",
+        "",
+        "| scan | kind | decided | confidence | distance to each domain | flagged at default |",
+        "|---|---|---|---|---|---|",
+    ]
+    for scan, result in rows:
+        distances = ", ".join(f"{k} {v:.2f}" for k, v in result.distances.items())
+        lines.append(
+            f"| {scan.name} | {scan.group} | {result.domain} | {result.confidence:.0%} | "
+            f"{distances} | {'yes' if result.ood else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _best(result: Recognition) -> float:
+    return result.distances[result.domain]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""A cross-validated method's totals: all folds' rows in one ``metrics.csv`` / ``slice_dice.csv``
+and the per-domain ``summary.json`` that ``pedseg compare`` reads."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError
+from pedseg.evaluation.evaluate import (
+    METRIC_COLUMNS,
+    SLICE_COLUMNS,
+    CaseResult,
+    dump_json,
+    summarize_cases,
+    write_csv,
+)
+from pedseg.evaluation.metrics import METRIC_NAMES, LabelMetrics
+from pedseg.evaluation.protocol import FoldPlan
+from pedseg.io.atomic import write_text_atomic
+
+__all__ = ["FOLD_COLUMNS", "aggregate_method"]
+
+#: The columns that place a per-case row of a cross-validation in its fold.
+FOLD_COLUMNS: tuple[str, ...] = ("domain", "fold")
+
+
+def aggregate_method(
+    folder: Path, plan: FoldPlan, specs: Sequence[DomainSpec], method: str, scheme: str, arch: str
+) -> None:
+    """The method's ``metrics.csv``, ``slice_dice.csv`` (all folds) and ``summary.json``."""
+    metrics: list[dict[str, str]] = []
+    slices: list[dict[str, str]] = []
+    for fold in plan.folds:
+        metrics += _read_rows(folder / f"fold-{fold.index}" / "metrics.csv")
+        slices += _read_rows(folder / f"fold-{fold.index}" / "slice_dice.csv")
+    write_csv(folder / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
+    write_csv(folder / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
+    domains: dict[str, Any] = {}
+    for spec in specs:
+        results = _results_from_rows([r for r in metrics if r["domain"] == spec.name], spec)
+        if results:
+            domains[spec.name] = summarize_cases(results, spec)
+    summary = {
+        "method": method,
+        "scheme": scheme,
+        "arch": arch,
+        "folds": len(plan.folds),
+        "fold_method": plan.method,
+        "domains": domains,
+    }
+    write_text_atomic(folder / "summary.json", dump_json(summary))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _results_from_rows(rows: Sequence[Mapping[str, str]], spec: DomainSpec) -> list[CaseResult]:
+    """Metrics-only :class:`CaseResult` objects from ``metrics.csv`` rows (one per label)."""
+    groups: dict[tuple[str, str], list[LabelMetrics]] = {}
+    for row in rows:
+        metric = LabelMetrics(
+            label=int(row["label"]),
+            **{name: float(row[name]) for name in METRIC_NAMES},
+            empty_reference=row["empty_reference"] == "1",
+            empty_prediction=row["empty_prediction"] == "1",
+        )
+        groups.setdefault((row["fold"], row["case"]), []).append(metric)
+    out: list[CaseResult] = []
+    for (_, case), metrics in groups.items():
+        if [m.label for m in metrics] != list(spec.label_ids):
+            raise ConfigError(
+                f"metrics.csv rows of {spec.name} case {case!r} do not hold its labels "
+                f"{list(spec.label_ids)}; delete the method's fold folders to recompute them"
+            )
+        out.append(CaseResult(case, None, None, tuple(metrics), slice_dice=(), axis=-1))
+    return out
