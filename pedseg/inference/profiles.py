@@ -3,6 +3,14 @@
 See :mod:`pedseg.inference.recognition` for the geometry and how profiles identify scans. A run holds
 ``domains.safetensors`` (centroids and origin; metadata: spread and the weights' SHA-256) and the
 readable ``domains.json``. Profiles are computed at the end of training from the saved best weights.
+
+Cross centroids: besides its own cluster, domain ``k``'s profile holds, for every other domain ``j``
+whose training scans were available, the centroid of ``j``'s scans *preprocessed as k and embedded
+through k's batch norm* (``c_kj``). A scan of domain ``j`` pushed through ``k``'s batch norm may land
+closer to ``k``'s own centroid than ``k``'s worst training slices do (nothing in training separates
+that pair), but it lands closer still to ``c_kj``: within each candidate's space the nearest centroid
+tells the domains apart (on the real pelvis/spine data: every held-out scan, see
+``benchmarks/results/recognition.md``).
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import json
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +32,7 @@ from pedseg.errors import ModelError
 from pedseg.io.atomic import atomic_path
 
 if TYPE_CHECKING:
+    from pedseg.domains.spec import DomainSpec
     from pedseg.inference.runs import LoadedRun
     from pedseg.training.prepare import DomainData
 
@@ -34,6 +43,7 @@ __all__ = [
     "PROFILE_FILE",
     "DomainProfile",
     "central_range",
+    "cross_slices",
     "embed_slices",
     "load_profiles",
     "profile_from_embeddings",
@@ -54,6 +64,7 @@ MAX_PROFILE_SLICES = 2000
 CENTRAL_FRACTION = 0.8
 _MIN_SCALE = 1e-4  # floor of the 95th percentile used as the distance unit
 _PROFILE_STREAM = 0xD0C5
+CROSS_SLICES_PER_CASE = 16
 Embedder = Callable[[Tensor], Tensor]
 
 
@@ -71,6 +82,8 @@ class DomainProfile:
     p99: float
     n_slices: int
     source: str = "training"  # training | extension | adaptation
+    #: Other domain name -> unit centroid of its scans in this domain's space (module docstring).
+    cross: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
@@ -89,6 +102,18 @@ class DomainProfile:
         """Cosine distances of embeddings ``z`` (N, D) to the centroid, in units of p95."""
         centred = _unit(_unit(z) - self.origin.astype(np.float64))
         return (1.0 - centred @ self.centroid.astype(np.float64)) / self.scale
+
+    def claims(self, z: np.ndarray, among: Sequence[str] | None = None) -> np.ndarray:
+        """Per embedding (N, D) of a scan preprocessed and embedded as this domain: is this
+        domain's centroid nearer than every cross centroid (of the domains in ``among``, default
+        all)? All True when the profile holds no cross centroid."""
+        names = [n for n in self.cross if among is None or n in among]
+        if not names:
+            return np.ones(z.shape[0], dtype=bool)
+        centred = _unit(_unit(z) - self.origin.astype(np.float64))
+        own = centred @ self.centroid.astype(np.float64)
+        others = np.stack([centred @ self.cross[n].astype(np.float64) for n in names])
+        return np.asarray(own >= others.max(axis=0))
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
@@ -131,9 +156,12 @@ def write_profile(run_dir: Path, profiles: Sequence[DomainProfile], *, model_sha
     """Write ``domains.safetensors`` and ``domains.json`` into ``run_dir`` (atomically each)."""
     from safetensors.numpy import save_file
 
-    summary = {p.name: p.summary() for p in profiles}
+    summary = {p.name: {**p.summary(), "cross": sorted(p.cross)} for p in profiles}
     header = {"format": PROFILE_FORMAT, "model_sha256": model_sha256, "domains": summary}
     tensors = {f"centroid.{p.name}": np.ascontiguousarray(p.centroid) for p in profiles}
+    for p in profiles:  # names are slugs without dots, so the keys are unambiguous
+        for other, centroid in p.cross.items():
+            tensors[f"cross.{p.name}.{other}"] = np.ascontiguousarray(centroid, dtype=np.float32)
     tensors["origin"] = np.ascontiguousarray(profiles[0].origin, dtype=np.float32)
     target = Path(run_dir) / PROFILE_FILE
     with atomic_path(target, overwrite=True) as tmp:
@@ -166,6 +194,10 @@ def read_profile(run_dir: Path, *, model_sha256: str) -> dict[str, DomainProfile
                 **{k: float(s[k]) for k in ("mean", "std", "p95", "p99")},
                 n_slices=int(s["n_slices"]),
                 source=str(s.get("source", "training")),
+                cross={
+                    str(j): np.asarray(arrays[f"cross.{name}.{j}"], dtype=np.float32)
+                    for j in s.get("cross", [])
+                },
             )
             for name, s in header["domains"].items()
         }
@@ -242,11 +274,14 @@ def store_profile(
     slices: Mapping[str, np.ndarray],
     *,
     carry: Mapping[str, DomainProfile] | None = None,
+    cross: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     source: str = "training",
     device: torch.device | None = None,
 ) -> Path | None:
     """Profile the run ``run_dir``'s stored weights on ``slices`` per domain and write them, with
-    the ``carry`` profiles of the other domains. Skipped (``None``, logged) without weights."""
+    the ``carry`` profiles of the other domains. ``cross[k][j]``: domain ``j``'s slices preprocessed
+    as ``k`` (:func:`cross_slices`), giving the cross centroid ``c_kj`` of ``k``'s profile (added to
+    those it carries). Skipped (``None``, logged) without weights."""
     from pedseg.inference.runs import load_run
 
     if not (Path(run_dir) / "model.json").is_file():
@@ -268,7 +303,21 @@ def store_profile(
     else:
         origin = shared_origin(list(embedded.values()))
     for name, z in embedded.items():
+        kept = profiles[name].cross if name in profiles else {}
         profiles[name] = profile_from_embeddings(name, z, origin=origin, source=source)
+        profiles[name] = replace(profiles[name], cross=dict(kept))
+    for space, by_domain in (cross or {}).items():
+        if space not in profiles or space not in run.domains:
+            continue
+        model = run.domain(space)
+        if model.embed is None:
+            continue
+        extra = dict(profiles[space].cross)
+        for other, images in by_domain.items():
+            if other != space and images.shape[0] > 0:
+                unit = _unit(_unit(embed_slices(model.embed, images, device=device)) - origin)
+                extra[other] = _unit(unit.mean(axis=0)).astype(np.float32)
+        profiles[space] = replace(profiles[space], cross=extra)
     missing = [name for name in run.domains if name not in profiles]
     if missing:
         logger.info("%s: no profile of domain %s; recognition unavailable", run_dir, missing[0])
@@ -281,3 +330,40 @@ def store_profile(
 
 
 # ---------------------------------------------------------------------------------- recognition
+
+
+def cross_slices(
+    specs: Sequence[DomainSpec],
+    images: Mapping[str, Sequence[Path]],
+    *,
+    image_size: tuple[int, int],
+    per_case: int = CROSS_SLICES_PER_CASE,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``out[k][j]``: slices of domain ``j``'s scans ``images[j]`` preprocessed as domain ``k``
+    (``k``'s slice axis and normalisation), ``per_case`` evenly spaced slices from the central part
+    of each scan, for every pair ``k != j`` of ``specs``. Scans that cannot be read are skipped
+    (logged): cross centroids are a refinement, never a reason to fail a training run."""
+    from pedseg.data.preprocess import prepare_volume
+    from pedseg.errors import PedsegError
+    from pedseg.io import read_volume
+
+    out: dict[str, dict[str, np.ndarray]] = {spec.name: {} for spec in specs}
+    for name, paths in images.items():
+        volumes = []
+        for path in paths:
+            try:
+                volumes.append(read_volume(path))
+            except PedsegError as exc:
+                logger.info("cross centroid of %s: skipped %s (%s)", name, path, exc)
+        for spec in specs:
+            if spec.name == name or not volumes:
+                continue
+            parts = []
+            for volume in volumes:
+                stack = prepare_volume(volume, spec, image_size=image_size).images
+                lo, hi = central_range(int(stack.shape[0]))
+                count = min(per_case, hi - lo)
+                picks = lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
+                parts.append(np.asarray(stack[picks], dtype=np.float32))
+            out[spec.name][name] = np.concatenate(parts)
+    return out

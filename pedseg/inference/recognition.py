@@ -18,8 +18,11 @@ norm, so it is embedded once per candidate domain ``k``, preprocessed as ``k`` w
 normalisation, the run's image size) and with route ``k``; the distance to centroid ``k`` is divided
 by domain ``k``'s 95th percentile (``1.0`` = as far as the farthest 5 % of ``k``'s own training
 slices). :data:`RECOGNITION_SLICES` slices at the same relative positions in the central 80 % of the
-stack vote, each for the candidate with the smallest normalised distance; the scan's domain is the
-majority (ties: smaller median distance), its confidence the vote share. The scan is
+stack vote. A candidate ``k`` *claims* a slice when, in ``k``'s space, ``k``'s centroid is nearer than
+the cross centroid ``c_kj`` of every other candidate ``j`` (see :mod:`pedseg.inference.profiles`;
+runs without cross centroids: every candidate claims every slice). Each slice votes for the claiming
+candidate with the smallest normalised distance (for the nearest candidate when none claims it); the
+scan's domain is the majority (ties: smaller median distance), its confidence the vote share. The scan is
 out-of-distribution when the chosen domain's median normalised distance exceeds
 :data:`OOD_THRESHOLD` (well beyond its 95th percentile): another joint, another sequence, an adult scan.
 Each candidate is compared only with its own profile, so a baseline run (one model, one embedding
@@ -202,6 +205,8 @@ class Recognizer:
         if count < 1:
             raise ModelError("the scan has no slices to recognise its domain from")
         table = np.empty((len(self.candidates), count), dtype=np.float64)
+        claimed = np.empty((len(self.candidates), count), dtype=bool)
+        names = self.domains
         for k, (candidate, images, (lo, hi)) in enumerate(
             zip(self.candidates, stacks, ranges, strict=True)
         ):
@@ -210,8 +215,11 @@ class Recognizer:
                 candidate.embed, images[picks], device=self.device, batch_size=self.batch_size
             )
             table[k] = candidate.profile.distances(z)
-        names = self.domains
-        winners = np.argmin(table, axis=0)
+            claimed[k] = candidate.profile.claims(z, among=names)
+        nobody = ~claimed.any(axis=0)
+        winners = np.where(
+            nobody, np.argmin(table, axis=0), np.argmin(np.where(claimed, table, np.inf), axis=0)
+        )
         votes = np.bincount(winners, minlength=len(names))
         medians = np.median(table, axis=1)
         best = min(range(len(names)), key=lambda k: (-int(votes[k]), float(medians[k])))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,12 @@ from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError, TrainingError
-from pedseg.inference.profiles import read_profile, store_profile, training_slices
+from pedseg.inference.profiles import (
+    cross_slices,
+    read_profile,
+    store_profile,
+    training_slices,
+)
 from pedseg.inference.runs import load_run
 from pedseg.io.atomic import atomic_path
 from pedseg.models.dsbn import DomainBatchNorm2d
@@ -58,7 +63,7 @@ from pedseg.training.base_run import (
 from pedseg.training.checkpoint import save_checkpoint, state_tensors
 from pedseg.training.config import TrainConfig
 from pedseg.training.events import EventKind, TrainEvent, TrainResult
-from pedseg.training.prepare import DomainData, LabelMapping, prepare_domains
+from pedseg.training.prepare import DomainData, LabelMapping, prepare_domains, training_images
 from pedseg.training.resume import RunState
 from pedseg.training.runtime import configure_threads, resolve_device, seed_everything
 from pedseg.training.step import compute_losses, gather_batch, to_device
@@ -200,7 +205,8 @@ def extend_run(
     finally:
         if state.history:
             plot_curves(out / "curves.png", state.history)
-    _store_profile(root, card, out, data, device)
+    old_specs = [run.domain(name).spec for name in run.domains]
+    _store_profile(root, card, out, data, device, old_specs=old_specs, image_size=image_size)
     set_last_run(out)
     job.emit("run_end", epoch=state.epoch, steps=steps)
     history = tuple(state.history)
@@ -208,17 +214,27 @@ def extend_run(
 
 
 def _store_profile(
-    root: Path, card: Mapping[str, Any], out: Path, data: DomainData, device: torch.device
+    root: Path,
+    card: Mapping[str, Any],
+    out: Path,
+    data: DomainData,
+    device: torch.device,
+    *,
+    old_specs: Sequence[DomainSpec],
+    image_size: tuple[int, int],
 ) -> None:
-    """Carry the base run's domain profiles (the old domains' embeddings are unchanged) and profile
-    the new domain; without base profiles, recognition stays unavailable (logged)."""
+    """Carry the base run's domain profiles (the old domains' embeddings are unchanged), add the
+    new domain's cross centroid to each, and profile the new domain (without cross centroids: the
+    old domains' scans are not at hand); without base profiles, recognition stays unavailable."""
     try:
         carried = read_profile(root, model_sha256=str(card.get("model_sha256")))
     except ModelError as exc:
         logger.info("no domain profile for %s: %s", out, exc)
         return
     slices = {data.spec.name: training_slices(data, seed=0)}
-    store_profile(out, slices, carry=carried, source="extension", device=device)
+    specs = [*old_specs, data.spec]
+    cross = cross_slices(specs, training_images([data]), image_size=image_size)
+    store_profile(out, slices, carry=carried, cross=cross, source="extension", device=device)
 
 
 @dataclass

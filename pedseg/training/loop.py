@@ -27,7 +27,7 @@ from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
-from pedseg.inference.profiles import store_profile, training_slices
+from pedseg.inference.profiles import cross_slices, store_profile, training_slices
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.training import distributed as dist_utils
 from pedseg.training.artifacts import (
@@ -40,7 +40,12 @@ from pedseg.training.checkpoint import find_checkpoint, load_checkpoint, read_st
 from pedseg.training.config import TrainConfig
 from pedseg.training.distributed import DistInfo
 from pedseg.training.events import TrainEvent, TrainResult
-from pedseg.training.prepare import DomainData, prepare_domains, resolve_image_size
+from pedseg.training.prepare import (
+    DomainData,
+    prepare_domains,
+    resolve_image_size,
+    training_images,
+)
 from pedseg.training.resume import RunState, check_resumable, check_validation_cases
 from pedseg.training.runtime import (
     autocast,
@@ -239,7 +244,8 @@ def _train_model(
         finish_run(session)
     if info.is_main:  # domain recognition: profile the best weights' embedding per domain
         slices = {d.spec.name: training_slices(d, seed=config.seed) for d in domains}
-        store_profile(out, slices, device=device)
+        cross = cross_slices(specs, training_images(domains), image_size=image_size)
+        store_profile(out, slices, cross=cross, device=device)
     dist_utils.barrier(info)
     session.emit("run_end", epoch=run.epoch, steps=steps)
     return TrainResult(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pedseg.data.cache import SliceCache, build_cache
+from pedseg.data.dataset import list_cases
 from pedseg.data.sampler import DomainPool, seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
@@ -35,6 +36,7 @@ __all__ = [
     "prepare_domains",
     "resolve_image_size",
     "split_cases",
+    "training_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,4 +200,13 @@ def prepare_domains(
             len(train),
             len(val),
         )
+    return out
+
+
+def training_images(domains: Sequence[DomainData]) -> dict[str, list[Path]]:
+    """The image files of each domain's training cases (for the cross centroids of the profiles)."""
+    out: dict[str, list[Path]] = {}
+    for data in domains:
+        train = set(data.train_cases)
+        out[data.spec.name] = [c.image for c in list_cases(data.spec) if c.case_id in train]
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pedseg.errors import ConfigError, ModelError
 from pedseg.inference.recognition import (
     PROFILE_FILE,
     Candidate,
+    DomainProfile,
     Recognizer,
     central_range,
     load_profiles,
@@ -133,6 +135,12 @@ def test_profile_file_round_trip_and_staleness(tmp_path: Path) -> None:
         assert (again.p95, again.n_slices) == (original.p95, original.n_slices)
     summary = json.loads((tmp_path / "domains.json").read_text())
     assert summary["model_sha256"] == "ab" * 32 and summary["domains"]["b"]["n_slices"] == 9
+    assert summary["domains"]["a"]["cross"] == [] and loaded["a"].cross == {}
+    crossed = [dataclasses.replace(profiles[0], cross={"b": profiles[1].centroid}), profiles[1]]
+    write_profile(tmp_path, crossed, model_sha256="ab" * 32)
+    again_a = read_profile(tmp_path, model_sha256="ab" * 32)["a"]
+    assert list(again_a.cross) == ["b"]
+    np.testing.assert_array_equal(again_a.cross["b"], profiles[1].centroid)
     with pytest.raises(ModelError, match="stale"):
         read_profile(tmp_path, model_sha256="cd" * 32)
     (tmp_path / PROFILE_FILE).unlink()
@@ -198,6 +206,41 @@ def test_recognizer_votes_and_flags_far_scans() -> None:
         Recognizer(near_b, threshold=0)
 
 
+def test_claims_use_the_nearest_centroid_in_the_candidates_own_space() -> None:
+    dims = 4
+    own, other = np.eye(dims)[1], np.eye(dims)[1] + 0.5 * np.eye(dims)[2]
+    profile = profile_from_embeddings(
+        "a", own + 0.01 * np.random.default_rng(0).normal(size=(9, 4))
+    )
+    z = np.stack([own, other, own + 0.2 * np.eye(dims)[2]])
+    assert profile.claims(z).all()  # no cross centroid: every slice is claimed
+    crossed = dataclasses.replace(profile, cross={"b": other / np.linalg.norm(other)})
+    assert crossed.claims(z).tolist() == [True, False, True]
+    assert crossed.claims(z, among=["a"]).all()  # b is not a candidate: ignored
+
+
+def test_cross_centroids_overrule_a_misleading_own_distance() -> None:
+    """Scans of b pushed through a's batch norm land within a's spread (the failure seen on real
+    pelvis/spine data); a's cross centroid of b takes them back."""
+    dims = 4
+    a, b = np.eye(dims)[1], np.eye(dims)[2]
+    b_in_a = a + 0.3 * np.eye(dims)[3]  # b's scans in a's space: near a, nearer still to c_ab
+    rng = np.random.default_rng(0)
+    wide_a = profile_from_embeddings("a", a + 0.3 * rng.normal(size=(60, dims)))
+    tight_b = profile_from_embeddings("b", b + 0.01 * rng.normal(size=(60, dims)))
+    embeds = {"a": _fake_embed(b_in_a), "b": _fake_embed(b + 0.08 * np.eye(dims)[3])}
+    volume = _volume(np.zeros((16, 16, 10), dtype=np.float32))
+
+    def decide(profile_a: DomainProfile) -> str:
+        profiles = {"a": profile_a, "b": tight_b}
+        candidates = [Candidate(_toy_spec(n), (16, 16), embeds[n], profiles[n]) for n in "ab"]
+        return Recognizer(candidates, threshold=100).identify(volume).domain
+
+    assert decide(wide_a) == "a"  # own distances alone: b's scan looks like a (wide spread)
+    c_ab = b_in_a / np.linalg.norm(b_in_a)
+    assert decide(dataclasses.replace(wide_a, cross={"b": c_ab})) == "b"
+
+
 def _volume(array: np.ndarray) -> Volume:
     from pedseg.io.volume import SourceGeometry
 
@@ -215,6 +258,12 @@ def test_training_writes_profiles_of_the_best_weights(run: Path) -> None:
         assert profile.n_slices > 0 and 0 <= profile.mean <= profile.p95 <= profile.p99
         assert profile.source == "training"
     np.testing.assert_array_equal(profiles["ankle"].origin, profiles["shoulder"].origin)
+    # Each space holds the other domain's cross centroid (a unit vector unlike its own centroid).
+    assert list(profiles["ankle"].cross) == ["shoulder"]
+    assert list(profiles["shoulder"].cross) == ["ankle"]
+    cross = profiles["ankle"].cross["shoulder"]
+    assert np.linalg.norm(cross) == pytest.approx(1.0, abs=1e-5)
+    assert float(cross @ profiles["ankle"].centroid) < 0.999
     assert load_profiles(load_run(run))["ankle"].p95 == profiles["ankle"].p95
 
 
@@ -262,6 +311,11 @@ def test_extend_carries_the_profiles_and_adds_the_new_domain(run: Path, tmp_path
     for name in DOMAINS:  # frozen shared weights: the old clusters are unchanged, carried
         np.testing.assert_array_equal(extended[name].centroid, base[name].centroid)
         assert extended[name].p95 == base[name].p95
+        # ... and gain the new domain's cross centroid; the old ones are kept as they were.
+        assert sorted(extended[name].cross) == sorted([*base[name].cross, "knee"])
+        for other, centroid in base[name].cross.items():
+            np.testing.assert_array_equal(extended[name].cross[other], centroid)
+    assert extended["knee"].cross == {}  # the old domains' scans are not at hand
 
 
 def test_adapt_bn_reprofiles_the_adapted_domain(

@@ -21,8 +21,8 @@ from pedseg.inference.runs import load_run
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.training.artifacts import file_sha256, last_run
-from pedseg.training.events import TrainEvent
 from pedseg.training.base_run import check_dsbn, check_extendable
+from pedseg.training.events import TrainEvent
 from pedseg.training.extend import (
     ExtendConfig,
     extend_run,
