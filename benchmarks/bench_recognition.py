@@ -13,6 +13,9 @@ is that study's ``folds.json``, whose fold-0 *test* cases were never seen in tra
   - ``swapped``: held-out real scans with the first two array axes transposed, the affine kept (a
     wrongly recorded orientation).
 
+The run's profiles are recomputed on a copy (from the fold's training scans, with cross centroids,
+as pedseg now stores them at the end of training), and every scan is identified twice: with the
+cross centroids, and with each domain's own centroid only (how pedseg decided before they existed).
 For every scan it records the decision, the confidence and the median normalised distance (in
 units of the domain's 95th percentile); then the accuracy on in-distribution scans and, for a range
 of thresholds, how many in-distribution scans would be flagged (false alarms) and how many OOD scans
@@ -25,10 +28,12 @@ would be (detections). The default ``pedseg`` threshold is ``OOD_THRESHOLD``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,8 +44,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from pedseg.data.preprocess import prepare_volume
 from pedseg.data.synth import PhantomConfig, synth_dataset
-from pedseg.inference.recognition import OOD_THRESHOLD, Recognition, Recognizer
+from pedseg.inference.profiles import MAX_PROFILE_SLICES, central_range, cross_slices, store_profile
+from pedseg.inference.recognition import OOD_THRESHOLD, Candidate, Recognition, Recognizer
 from pedseg.inference.runs import load_run
 from pedseg.io import read_volume
 
@@ -56,9 +63,32 @@ class Scan:
     path: Path
 
 
-def held_out(folds: Path, domain: str) -> list[str]:
+def fold_cases(folds: Path, domain: str, part: str = "test") -> list[str]:
     plan = json.loads(folds.read_text(encoding="utf-8"))
-    return list(plan["folds"]["0"][domain]["test"])
+    return list(plan["folds"]["0"][domain][part])
+
+
+def held_out(folds: Path, domain: str) -> list[str]:
+    return fold_cases(folds, domain, "test")
+
+
+def reprofile(run_dir: Path, folds: Path) -> None:
+    """Recompute the run's domain profiles, with cross centroids, from the fold's training scans."""
+    run = load_run(run_dir)
+    size = run.domain(run.domains[0]).image_size
+    specs = [run.domain(name).spec for name in run.domains]
+    images = {
+        s.name: [image_path(s.name, c) for c in fold_cases(folds, s.name, "train")] for s in specs
+    }
+    own: dict[str, np.ndarray] = {}
+    for spec in specs:
+        parts = []
+        for path in images[spec.name]:
+            stack = prepare_volume(read_volume(path), spec, image_size=size).images
+            lo, hi = central_range(int(stack.shape[0]))
+            parts.append(np.asarray(stack[lo:hi], dtype=np.float32))
+        own[spec.name] = np.concatenate(parts)[:MAX_PROFILE_SLICES]
+    store_profile(run_dir, own, cross=cross_slices(specs, images, image_size=size))
 
 
 def image_path(domain: str, case: str) -> Path:
@@ -68,6 +98,8 @@ def image_path(domain: str, case: str) -> Path:
 def derived(tmp: Path, source: Path, kind: str, seed: int) -> Path:
     """Write an OOD variant of ``source`` (same affine) and return its path."""
     image = nib.load(source)
+    if not isinstance(image, nib.Nifti1Image):
+        raise TypeError(f"{source}: expected a NIfTI-1 image")
     data = np.asarray(image.dataobj, dtype=np.float32)
     if kind == "inverted":
         out = data.max() - data
@@ -111,14 +143,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Markdown report (default: stdout)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    recognizer = Recognizer.from_run(load_run(args.model), device=torch.device("cpu"))
-    rows: list[tuple[Scan, Recognition]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        shutil.copytree(args.model, copy)
+        reprofile(copy, args.folds)
+        profile_s = time.perf_counter() - started
+        crossed = Recognizer.from_run(load_run(copy), device=torch.device("cpu"))
+        own_only = Recognizer(
+            [
+                Candidate(c.spec, c.image_size, c.embed, dataclasses.replace(c.profile, cross={}))
+                for c in crossed.candidates
+            ]
+        )
+        rows: list[tuple[Scan, Recognition]] = []
+        old_rows: list[tuple[Scan, Recognition]] = []
+        started = time.perf_counter()
         for scan in scans(args.folds, Path(tmp)):
-            rows.append((scan, recognizer.identify(read_volume(scan.path))))
-    seconds = time.perf_counter() - started
-    text = report(args, rows, seconds)
+            volume = read_volume(scan.path)
+            rows.append((scan, crossed.identify(volume)))
+            old_rows.append((scan, own_only.identify(volume)))
+        seconds = (time.perf_counter() - started) / 2
+    text = report(args, rows, seconds, profile_s)
+    text += "\n" + report(args, old_rows, seconds, profile_s, title=OWN_ONLY).split("\n", 3)[3]
     if args.out is None:
         print(text)
     else:
@@ -126,7 +173,17 @@ def main() -> None:
         print(f"wrote {args.out}")
 
 
-def report(args: argparse.Namespace, rows: list[tuple[Scan, Recognition]], seconds: float) -> str:
+OWN_ONLY = "Own centroids only (before cross centroids)"
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[tuple[Scan, Recognition]],
+    seconds: float,
+    profile_s: float,
+    *,
+    title: str = "With cross centroids",
+) -> str:
     inside = [(s, r) for s, r in rows if s.expected is not None]
     outside = [(s, r) for s, r in rows if s.expected is None]
     correct = sum(r.domain == s.expected for s, r in inside)
@@ -134,8 +191,11 @@ def report(args: argparse.Namespace, rows: list[tuple[Scan, Recognition]], secon
         "# Domain recognition and OOD warning on held-out real scans",
         "",
         f"Run {dt.date.today()} on {platform.node()} ({os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}); model `{args.model}`; {len(rows)} scans in {seconds:.0f} s "
+        f"torch {torch.__version__}); model `{args.model}`; profiles with cross centroids "
+        f"recomputed in {profile_s:.0f} s; {len(rows)} scans in {seconds:.0f} s "
         f"({seconds / len(rows):.2f} s per scan).",
+        "",
+        f"## {title}",
         "",
         f"**Recognition**: {correct} of {len(inside)} held-out scans get their own domain.",
         "",

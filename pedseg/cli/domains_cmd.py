@@ -68,6 +68,9 @@ def add_domain(
         None, "--steps-per-epoch", help="With --to-model: steps per epoch."
     ),
     device: str = typer.Option("auto", "--device", help="With --to-model: auto | cpu | cuda."),
+    seg_loss: str = typer.Option(
+        "ce", "--seg-loss", help="With --to-model: ce (the paper's) | dice-ce (adds soft Dice)."
+    ),
 ) -> None:
     """Validate a domain descriptor and register it in the user registry (and add it to a model)."""
     from pedseg.domains.registry import DomainRegistry, load_descriptor, parse_data_overrides
@@ -92,6 +95,7 @@ def add_domain(
         seed=seed,
         steps_per_epoch=steps_per_epoch,
         device=device,
+        seg_loss=seg_loss,
     )
     overrides = parse_data_overrides(data)
     extra = sorted(set(overrides) - {candidate.name})
