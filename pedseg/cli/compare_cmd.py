@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -48,11 +49,15 @@ def compare(
     from pedseg.errors import OutputExistsError
     from pedseg.evaluation.compare import compare as run_compare
     from pedseg.evaluation.compare import load_methods
+    from pedseg.evaluation.crossval_summary import settings_note
     from pedseg.evaluation.report import parse_formats, planned_files, write_report
 
     wanted = parse_formats(formats)
     methods = load_methods(dirs)
     comparison = run_compare(methods, reference=reference)
+    notes = [note for note in map(settings_note, dirs) if note is not None]
+    if notes:
+        comparison = dataclasses.replace(comparison, notes=(*notes, *comparison.notes))
     if not overwrite:
         for path in planned_files(out, wanted):
             if path.exists():

@@ -22,7 +22,7 @@ from pedseg.evaluation.metrics import METRIC_NAMES, LabelMetrics
 from pedseg.evaluation.protocol import FoldPlan
 from pedseg.io.atomic import write_text_atomic
 
-__all__ = ["FOLD_COLUMNS", "aggregate_method"]
+__all__ = ["FOLD_COLUMNS", "aggregate_method", "settings_note"]
 
 #: The columns that place a per-case row of a cross-validation in its fold.
 FOLD_COLUMNS: tuple[str, ...] = ("domain", "fold")
@@ -82,3 +82,28 @@ def _results_from_rows(rows: Sequence[Mapping[str, str]], spec: DomainSpec) -> l
             )
         out.append(CaseResult(case, None, None, tuple(metrics), slice_dice=(), axis=-1))
     return out
+
+
+def settings_note(folder: Path) -> str | None:
+    """One line describing the training settings of the crossval study in ``folder`` (read from
+    its ``crossval.json``), for the comparison report; ``None`` when ``folder`` is not a study."""
+    import json
+
+    path = Path(folder) / "crossval.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        training = settings["training"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(training, dict):
+        return None
+    shown = ", ".join(f"{key} {_setting(key, value)}" for key, value in training.items())
+    return f"training settings of {folder} (folds: {settings.get('folds')}): {shown}"
+
+
+def _setting(key: str, value: Any) -> str:
+    if isinstance(value, list):
+        return ("x" if key == "image_size" else " ").join(str(v) for v in value) or "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

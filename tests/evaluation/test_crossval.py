@@ -14,6 +14,7 @@ from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError
 from pedseg.evaluation.crossval import CrossvalConfig, CrossvalEvent, run_crossval
+from pedseg.evaluation.crossval_summary import settings_note
 from pedseg.training.config import TrainConfig
 
 DOMAINS = ("ankle", "shoulder")
@@ -85,6 +86,10 @@ def test_two_folds_and_continue(phantoms: Path, tmp_path: Path) -> None:
     assert method.folds_run == (0, 1) and method.folds_skipped == ()
     _check_method(out, "dsl-contrastive-unet", folds=2)
     assert any(e.kind == "train" and e.train_event is not None for e in events)
+    note = settings_note(out) or ""  # what the comparison report states about the study
+    assert note.startswith(f"training settings of {out} (folds: ")
+    assert f"domains {' '.join(DOMAINS)}" in note and "seg_loss ce" in note
+    assert settings_note(tmp_path) is None
     # test cases never reach the fold's training data
     plan = json.loads((out / "folds.json").read_text())["folds"]
     for fold in ("0", "1"):
