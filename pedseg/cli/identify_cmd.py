@@ -25,6 +25,12 @@ def identify(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda | cuda:N."),
+    ood_threshold: float | None = typer.Option(
+        None,
+        "--ood-threshold",
+        help="Flag a scan whose median distance to its domain exceeds this many p95 units "
+        "(default: pedseg's, see docs/recognition.md).",
+    ),
 ) -> None:
     """Recognise each scan's domain from the model's embedding (information only: exit 0).
 
@@ -38,7 +44,7 @@ def identify(
     from pedseg.io import read_volume
     from pedseg.io.atomic import atomic_path
 
-    recognizer = recognizer_for(model, device=device)
+    recognizer = recognizer_for(model, device=device, threshold=ood_threshold)
     cases = collect_cases(scans)
     if json_out is not None and json_out.exists() and not overwrite:
         from pedseg.errors import OutputExistsError

@@ -30,7 +30,7 @@ from pedseg.cli.render import console
 if TYPE_CHECKING:
     from pedseg.inference.batch import BatchEvent, BatchOptions, BatchResult, Case, Recognize
     from pedseg.inference.predictor import Predictor
-    from pedseg.inference.recognition import Recognition
+    from pedseg.inference.recognition import Recognition, Recognizer
     from pedseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ def predict(
     allow_cpu_fallback: bool = typer.Option(
         False, "--allow-cpu-fallback", help="Run on the CPU when --device cuda is not usable."
     ),
+    ood_threshold: float | None = typer.Option(
+        None,
+        "--ood-threshold",
+        help="Warn when a scan's median distance to its domain exceeds this many p95 units "
+        "(default: pedseg's, see docs/recognition.md).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment volumes; writes label maps with the inputs' exact geometry."""
@@ -114,11 +120,17 @@ def predict(
         overwrite=overwrite,
         resume=resume,
     )
+
+    def recognizer() -> Recognizer:
+        from pedseg.inference.recognition import recognizer_for
+
+        return recognizer_for(model, device=device, threshold=ood_threshold)
+
     with _Display(quiet=quiet) as display:
         if domain is None:
-            result = _predict_recognised(opener, inputs, options, display, model, device)
+            result = _predict_recognised(opener, inputs, options, display, recognizer)
         else:
-            result = _predict_domain(opener(domain), inputs, options, display, model, device)
+            result = _predict_domain(opener(domain), inputs, options, display, recognizer)
     _summary(result, out)
     if result.failed:
         raise typer.Exit(1)
@@ -129,18 +141,16 @@ def _predict_domain(
     inputs: list[Path],
     options: BatchOptions,
     display: _Display,
-    model: Path | None,
-    device: str,
+    make_recognizer: Callable[[], Recognizer],
 ) -> BatchResult:
     """One domain; each scan is checked against the run's domain profiles where it has them."""
     from pedseg.errors import ModelError
     from pedseg.inference.batch import predict_cases
-    from pedseg.inference.recognition import recognizer_for
 
     domain = predictor.spec.name
     recognize: Recognize | None = None
     try:
-        recognizer = recognizer_for(model, device=device)
+        recognizer = make_recognizer()
     except ModelError as exc:
         logger.info("no domain recognition warnings: %s", exc)
     else:
@@ -159,16 +169,14 @@ def _predict_recognised(
     inputs: list[Path],
     options: BatchOptions,
     display: _Display,
-    model: Path | None,
-    device: str,
+    make_recognizer: Callable[[], Recognizer],
 ) -> BatchResult:
     """Recognise every scan's domain first, then predict the cases domain by domain."""
     from pedseg.errors import PedsegError
     from pedseg.inference.batch import BatchResult, collect_cases, plan_outputs, predict_cases
-    from pedseg.inference.recognition import recognizer_for
     from pedseg.io import read_volume
 
-    recognizer = recognizer_for(model, device=device)
+    recognizer = make_recognizer()
     cases = collect_cases(inputs)
     plan_outputs(cases, options, inputs=inputs)  # refuse bad outputs before any work
     found: dict[str, Recognition] = {}

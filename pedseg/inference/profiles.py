@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 PROFILE_FILE = "domains.safetensors"
 SUMMARY_FILE = "domains.json"
 PROFILE_FORMAT = 1
-OOD_THRESHOLD = 1.5
+OOD_THRESHOLD = 1.25  # measured on held-out real scans: benchmarks/results/recognition.md
 """A scan is out-of-distribution when its chosen domain's median normalised distance is above this."""
 MAX_PROFILE_SLICES = 2000
 CENTRAL_FRACTION = 0.8

@@ -24,7 +24,8 @@ runs without cross centroids: every candidate claims every slice). Each slice vo
 candidate with the smallest normalised distance (for the nearest candidate when none claims it); the
 scan's domain is the majority (ties: smaller median distance), its confidence the vote share. The scan is
 out-of-distribution when the chosen domain's median normalised distance exceeds
-:data:`OOD_THRESHOLD` (well beyond its 95th percentile): another joint, another sequence, an adult scan.
+:data:`OOD_THRESHOLD` (1.25: a quarter beyond its 95th percentile; ``--ood-threshold`` changes it):
+another joint, another sequence, an adult scan.
 Each candidate is compared only with its own profile, so a baseline run (one model, one embedding
 space per domain; profiles stored per member) is handled the same way.
 """
@@ -234,9 +235,12 @@ class Recognizer:
         )
 
 
-def recognizer_for(model: Path | None, *, device: str = "cpu") -> Recognizer:
-    """The recognizer of a run folder (default: the last run); :class:`ModelError` for a folder of
-    ONNX exports (no embedding there) or a run without domain profiles."""
+def recognizer_for(
+    model: Path | None, *, device: str = "cpu", threshold: float | None = None
+) -> Recognizer:
+    """The recognizer of a run folder (default: the last run) with the OOD ``threshold`` (default
+    :data:`OOD_THRESHOLD`); :class:`ModelError` for a folder of ONNX exports (no embedding there)
+    or a run without domain profiles."""
     from pedseg.inference.predictor import is_onnx_source
     from pedseg.inference.runs import load_run
     from pedseg.training.runtime import resolve_device
@@ -246,4 +250,5 @@ def recognizer_for(model: Path | None, *, device: str = "cpu") -> Recognizer:
             f"{model}: ONNX exports carry no embedding, so the scans' domain cannot be "
             "recognised; pass --domain NAME, or --model with the run folder"
         )
-    return Recognizer.from_run(load_run(model), device=resolve_device(device))
+    chosen = OOD_THRESHOLD if threshold is None else threshold
+    return Recognizer.from_run(load_run(model), threshold=chosen, device=resolve_device(device))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pedseg.inference.profiles import OOD_THRESHOLD
 from tests.cli.conftest import Runner, one_line_error
 from tests.conftest_runs import single_thread
 from tests.inference.test_recognition import DOMAINS, held_out, recognition_run
@@ -40,12 +41,22 @@ def test_identify_prints_a_table_and_writes_json(
     assert result.code == 0, result.err
     assert "ankle_000" in result.out and "shoulder_001" in result.out and "OOD" in result.out
     data = json.loads(report.read_text())
-    assert data["domains"] == list(DOMAINS) and data["threshold"] == 1.5
+    assert data["domains"] == list(DOMAINS) and data["threshold"] == OOD_THRESHOLD
     assert {s["scan"]: s["domain"] for s in data["scans"]} == {
         p.name.removesuffix(".nii.gz"): d for d in DOMAINS for p in scans[d]
     }
     again = pedseg("identify", paths[0], "--model", str(run), "--json", str(report))
     assert "already exists" in one_line_error(again)
+    # A threshold of ~0 flags every scan (its median distance is > 0); the JSON records it.
+    strict = tmp_path / "strict.json"
+    flagged = pedseg(
+        "identify", *paths, "--model", str(run), "--json", str(strict), "--ood-threshold", "1e-6"
+    )
+    assert flagged.code == 0, flagged.err
+    data = json.loads(strict.read_text())
+    assert data["threshold"] == 1e-6 and all(s["ood"] for s in data["scans"])
+    bad = pedseg("identify", paths[0], "--model", str(run), "--ood-threshold", "0")
+    assert "threshold must be a positive number" in one_line_error(bad)
 
 
 def test_predict_without_domain_recognises_each_scan(
@@ -80,6 +91,12 @@ def test_predict_with_the_wrong_domain_warns(
     assert "warning: shoulder_000: looks like domain shoulder" in result.out
     entry = json.loads((tmp_path / "seg.json").read_text())["recognition"]
     assert entry["expected"] == "ankle" and entry["domain"] == "shoulder"
+    # With its own domain and a threshold of ~0 the same scan is reported as like none.
+    strict = tmp_path / "strict.nii.gz"
+    args = ("--domain", "shoulder", "--model", str(run), "-o", str(strict))
+    result = pedseg("predict", str(scan), *args, "--ood-threshold", "1e-6")
+    assert result.code == 0, result.err
+    assert "warning: shoulder_000: looks like none of the model's domains" in result.out
 
 
 def test_recognition_needs_a_run_with_profiles(
