@@ -30,6 +30,25 @@ _MASKED = -1e9
 _DICE_SMOOTH = 1e-5
 
 
+def _check_chunks(logits: Sequence[Tensor], targets: Sequence[Tensor]) -> None:
+    """One integer target map ``(n, H, W)`` per logit chunk ``(n, C, H, W)``."""
+    if len(logits) != len(targets):
+        raise TrainingError(
+            f"got {len(logits)} logit chunk(s) but {len(targets)} target chunk(s); "
+            "pass one target per domain chunk"
+        )
+    for index, (chunk, target) in enumerate(zip(logits, targets, strict=True)):
+        if chunk.ndim != 4 or target.shape != (chunk.shape[0], *chunk.shape[2:]):
+            raise TrainingError(
+                f"chunk {index}: targets of shape {tuple(target.shape)} do not match logits "
+                f"{tuple(chunk.shape)}; expected logits (n, C, H, W) and targets (n, H, W)"
+            )
+        if target.is_floating_point() or target.is_complex():
+            raise TrainingError(
+                f"chunk {index}: targets must hold integer class indices, got {target.dtype}"
+            )
+
+
 def multi_domain_cross_entropy(logits: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
     """Eq. 2: per-domain cross-entropy divided by the domain's class count, averaged over domains.
 
@@ -49,22 +68,9 @@ def multi_domain_cross_entropy(logits: Sequence[Tensor], targets: Sequence[Tenso
         logits: per domain chunk, raw logits ``(n_k, C_k, H, W)``.
         targets: per domain chunk, integer class maps ``(n_k, H, W)``, values in ``[0, C_k)``.
     """
-    if len(logits) != len(targets):
-        raise TrainingError(
-            f"got {len(logits)} logit chunk(s) but {len(targets)} target chunk(s); "
-            "pass one target per domain chunk"
-        )
+    _check_chunks(logits, targets)
     terms: list[Tensor] = []
-    for index, (chunk, target) in enumerate(zip(logits, targets, strict=True)):
-        if chunk.ndim != 4 or target.shape != (chunk.shape[0], *chunk.shape[2:]):
-            raise TrainingError(
-                f"chunk {index}: targets of shape {tuple(target.shape)} do not match logits "
-                f"{tuple(chunk.shape)}; expected logits (n, C, H, W) and targets (n, H, W)"
-            )
-        if target.is_floating_point() or target.is_complex():
-            raise TrainingError(
-                f"chunk {index}: targets must hold integer class indices, got {target.dtype}"
-            )
+    for chunk, target in zip(logits, targets, strict=True):
         if chunk.shape[0] == 0:
             continue
         num_classes = chunk.shape[1]
@@ -89,18 +95,9 @@ def multi_domain_soft_dice(logits: Sequence[Tensor], targets: Sequence[Tensor]) 
         logits: per domain chunk, raw logits ``(n_k, C_k, H, W)``.
         targets: per domain chunk, integer class maps ``(n_k, H, W)``, values in ``[0, C_k)``.
     """
-    if len(logits) != len(targets):
-        raise TrainingError(
-            f"got {len(logits)} logit chunk(s) but {len(targets)} target chunk(s); "
-            "pass one target per domain chunk"
-        )
+    _check_chunks(logits, targets)
     terms: list[Tensor] = []
-    for index, (chunk, target) in enumerate(zip(logits, targets, strict=True)):
-        if chunk.ndim != 4 or target.shape != (chunk.shape[0], *chunk.shape[2:]):
-            raise TrainingError(
-                f"chunk {index}: targets of shape {tuple(target.shape)} do not match logits "
-                f"{tuple(chunk.shape)}; expected logits (n, C, H, W) and targets (n, H, W)"
-            )
+    for chunk, target in zip(logits, targets, strict=True):
         if chunk.shape[0] == 0 or chunk.shape[1] < 2:
             continue
         probs = torch.softmax(chunk.float(), dim=1)[:, 1:]
