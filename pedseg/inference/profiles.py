@@ -347,23 +347,25 @@ def cross_slices(
     from pedseg.errors import PedsegError
     from pedseg.io import read_volume
 
-    out: dict[str, dict[str, np.ndarray]] = {spec.name: {} for spec in specs}
+    parts: dict[tuple[str, str], list[np.ndarray]] = {}
     for name, paths in images.items():
-        volumes = []
-        for path in paths:
+        for path in paths:  # one scan in memory at a time, read once for every other domain
             try:
-                volumes.append(read_volume(path))
+                volume = read_volume(path)
             except PedsegError as exc:
                 logger.info("cross centroid of %s: skipped %s (%s)", name, path, exc)
-        for spec in specs:
-            if spec.name == name or not volumes:
                 continue
-            parts = []
-            for volume in volumes:
+            for spec in specs:
+                if spec.name == name:
+                    continue
                 stack = prepare_volume(volume, spec, image_size=image_size).images
                 lo, hi = central_range(int(stack.shape[0]))
                 count = min(per_case, hi - lo)
                 picks = lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
-                parts.append(np.asarray(stack[picks], dtype=np.float32))
-            out[spec.name][name] = np.concatenate(parts)
+                parts.setdefault((spec.name, name), []).append(
+                    np.asarray(stack[picks], dtype=np.float32)
+                )
+    out: dict[str, dict[str, np.ndarray]] = {spec.name: {} for spec in specs}
+    for (space, name), slices in parts.items():
+        out[space][name] = np.concatenate(slices)
     return out
