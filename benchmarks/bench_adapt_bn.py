@@ -43,8 +43,8 @@ from pedseg.data.dataset import list_cases
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
-from pedseg.inference.runs import load_run
 from pedseg.io import read_label, read_volume, write_volume
+from pedseg.runfolder.loading import load_run
 from pedseg.training.adapt import adapt_bn
 from pedseg.training.config import TrainConfig
 from pedseg.training.loop import train

@@ -49,9 +49,10 @@ from pedseg.export.onnx import export_domain
 from pedseg.inference.backends import OnnxBackend, TorchBackend, num_threads
 from pedseg.inference.batch import BatchOptions, predict_cases
 from pedseg.inference.predictor import open_predictor
-from pedseg.inference.runs import DomainModel, DomainSegmenter
 from pedseg.io import read_volume
 from pedseg.models import ModelConfig, build_model, count_flops
+from pedseg.models.segmenter import DomainSegmenter
+from pedseg.runfolder.loading import DomainModel
 
 SIZE = (256, 256)
 

@@ -46,10 +46,10 @@ import torch
 
 from pedseg.data.preprocess import prepare_volume
 from pedseg.data.synth import PhantomConfig, synth_dataset
-from pedseg.inference.profiles import MAX_PROFILE_SLICES, central_range, cross_slices, store_profile
 from pedseg.inference.recognition import OOD_THRESHOLD, Candidate, Recognition, Recognizer
-from pedseg.inference.runs import load_run
 from pedseg.io import read_volume
+from pedseg.runfolder.loading import load_run
+from pedseg.runfolder.profiles import MAX_PROFILE_SLICES, central_range, cross_slices, store_profile
 
 THRESHOLDS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 DATA = Path(os.environ.get("PEDSEG_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))

@@ -46,8 +46,8 @@ from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import domain_counts
 from pedseg.errors import PedsegError, TrainingError
 from pedseg.models import ModelConfig, MultiDomainUNet, build_model, count_flops
-from pedseg.training.runtime import autocast, resolve_amp, resolve_device
-from pedseg.training.step import HostBatch, compute_losses, to_device
+from pedseg.runtime import autocast, resolve_amp, resolve_device
+from pedseg.training.step import HostBatch, LossSpec, compute_losses, to_device
 
 NUM_CLASSES = (4, 3)  # two domains
 CPU_PEAK_GFLOPS = 170.0
@@ -167,7 +167,7 @@ def train_step(runner: Runner, host: HostBatch, device: torch.device, *, step: i
     )
     with autocast(device, runner.variant.amp):
         terms = compute_losses(
-            runner.step_fn, images, targets, host.chunks, scheme="dsl-contrastive", tau=0.1, lam=0.1
+            runner.step_fn, images, targets, host.chunks, loss=LossSpec("dsl-contrastive")
         )
     values = terms.stacked().to("cpu", torch.float64)
     if not bool(torch.isfinite(values).all()):

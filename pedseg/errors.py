@@ -76,6 +76,10 @@ class ModelError(PedsegError):
     """A trained model, checkpoint or export is missing, corrupt or incompatible."""
 
 
+class IntegrityError(ModelError):
+    """An artifact's bytes do not match the SHA-256 recorded when pedseg wrote it."""
+
+
 class TrainingError(PedsegError):
     """Training cannot start or must stop (non-finite loss, bad resume, ...)."""
 

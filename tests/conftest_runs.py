@@ -78,7 +78,7 @@ def tiny_run_dir(factory: pytest.TempPathFactory, *, scheme: str = "dsl-contrast
     base = factory.mktemp(f"tiny_{scheme}")
     with pytest.MonkeyPatch.context() as patch, single_thread():
         patch.setenv("PEDSEG_HOME", str(base / "home"))
-        patch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+        patch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
         registry = DomainRegistry(home=base / "home")
         specs = registry.resolve(
             TINY_DOMAINS, data={name: phantoms / name for name in TINY_DOMAINS}

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pedseg.cli.options import DATA_HELP, DOMAINS_HELP, domain_names, parse_image_size
+from pedseg.cli.options import (
+    DATA_HELP,
+    DOMAINS_HELP,
+    device_option,
+    domain_names,
+    out_option,
+    parse_image_size,
+    quiet_option,
+)
 from pedseg.cli.render import console, ok
 
 if TYPE_CHECKING:
@@ -17,7 +25,7 @@ if TYPE_CHECKING:
 def crossval(
     domains: list[str] = typer.Option([], "--domains", "-d", help=DOMAINS_HELP),
     extra: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (continued when it exists)."),
+    out: Path = out_option(..., "Output folder (continued when it exists)."),
     schemes: list[str] = typer.Option(
         [],
         "--schemes",
@@ -50,11 +58,11 @@ def crossval(
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = device_option(),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Slice cache folder (default: DIR/cache)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Log fold lines only."),
+    quiet: bool = quiet_option("Log fold lines only."),
 ) -> None:
     """Train, predict and evaluate every method on every fold; interrupted runs continue."""
     from pedseg.domains.registry import DomainRegistry, parse_data_overrides

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import typer
 
-from pedseg.cli.render import console, ok
+from pedseg.cli.options import device_option, out_option
+from pedseg.cli.render import TrainDisplay, console, ok
 
 
 def demo(
-    out: Path = typer.Option(
-        Path("pedseg-demo"), "--out", "-o", help="Folder for everything the demo writes."
-    ),
+    out: Path = out_option(Path("pedseg-demo"), "Folder for everything the demo writes."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (a smoke test, under a minute)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Override the number of epochs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantoms and of training."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = device_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo in --out."),
 ) -> None:
     """Run the whole path on the phantom domains in a few minutes and print per-label Dice."""
@@ -24,7 +23,6 @@ def demo(
 
     from rich.table import Table
 
-    from pedseg.cli.train_cmd import TrainDisplay
     from pedseg.workflows.demo import DemoConfig, run_demo
 
     config = DemoConfig.quick() if quick else DemoConfig()

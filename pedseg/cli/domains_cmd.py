@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from pedseg.cli.options import DATA_HELP
-from pedseg.cli.render import console, ok
-from pedseg.errors import ConfigError, RegistryError
+from pedseg.cli.options import DATA_HELP, device_option, out_option
+from pedseg.cli.render import console, epoch_lines, ok, trained_line
+from pedseg.errors import ConfigError
 
 
 def domains_list() -> None:
@@ -56,9 +56,11 @@ def add_domain(
         metavar="RUN",
         help="Also add the domain to this trained DSBN run: train only its batch norm and head.",
     ),
-    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="With --to-model: new run folder (default: RUN-plus-<domain>)."
+    data: list[str] = typer.Option(
+        [], "--data", metavar="NAME=DIR", help=f"With --to-model: {DATA_HELP}"
+    ),
+    out: Path | None = out_option(
+        None, "With --to-model: new run folder (default: RUN-plus-<domain>)."
     ),
     epochs: int = typer.Option(10, "--epochs", help="With --to-model: epochs."),
     batch_size: int = typer.Option(16, "--batch-size", help="With --to-model: slices per step."),
@@ -67,13 +69,15 @@ def add_domain(
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="With --to-model: steps per epoch."
     ),
-    device: str = typer.Option("auto", "--device", help="With --to-model: auto | cpu | cuda."),
+    device: str = device_option(help="With --to-model: auto | cpu | cuda."),
     seg_loss: str = typer.Option(
         "ce", "--seg-loss", help="With --to-model: ce (the paper's) | dice-ce (adds soft Dice)."
     ),
 ) -> None:
     """Validate a domain descriptor and register it in the user registry (and add it to a model)."""
     from pedseg.domains.registry import DomainRegistry, load_descriptor, parse_data_overrides
+    from pedseg.training.base_run import extendable_base
+    from pedseg.training.extend import ExtendConfig, extend_run
 
     registry = DomainRegistry()
     if to_model is None:
@@ -85,10 +89,7 @@ def add_domain(
             f"{registry.user_dir / (spec.name + '.yaml')}"
         )
         return
-    from pedseg.cli.adapt_cmd import check_target, extension_config, run_extension
-
-    candidate = load_descriptor(descriptor)
-    config = extension_config(
+    config = ExtendConfig(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -97,26 +98,19 @@ def add_domain(
         device=device,
         seg_loss=seg_loss,
     )
+    name = load_descriptor(descriptor).name
     overrides = parse_data_overrides(data)
-    extra = sorted(set(overrides) - {candidate.name})
+    extra = sorted(set(overrides) - {name})
     if extra:
-        raise ConfigError(
-            f"--data names domain(s) other than {candidate.name!r}: {', '.join(extra)}"
-        )
-    model = check_target(to_model, candidate.name)
-    if candidate.name in registry.names() and not force:
-        if registry.get(candidate.name).content_hash() != candidate.content_hash():
-            raise RegistryError(
-                f"{descriptor}: a different domain {candidate.name!r} is already registered; "
-                "pass --force to replace it"
-            )
-        spec = candidate  # already registered as is; its data folder is the file's
-    else:
-        spec = registry.add(descriptor, force=force)
+        raise ConfigError(f"--data names domain(s) other than {name!r}: {', '.join(extra)}")
+    base = extendable_base(to_model, name)
+    spec, registered = registry.add_or_reuse(descriptor, force=force)
+    if registered:
         ok(f"registered domain {spec.name!r} ({len(spec.labels)} labels)")
     if spec.name in overrides:
         spec = spec.with_data_root(overrides[spec.name])
-    run_extension(model, spec, config=config, out=out)
+    result = extend_run(base.root, spec, config=config, out=out, callback=epoch_lines)
+    ok(trained_line(f"added domain {spec.name!r} to {base.root}", result))
 
 
 def remove_domain(

@@ -7,22 +7,20 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pedseg.cli.options import DATA_HELP, DOMAINS_HELP, domain_names
+from pedseg.cli.options import DATA_HELP, DOMAINS_HELP, domain_names, model_option, out_option
 from pedseg.cli.render import ok
 
 if TYPE_CHECKING:
     from pedseg.domains.spec import DomainSpec
-    from pedseg.inference.runs import LoadedRun
+    from pedseg.runfolder.loading import LoadedRun
 
 
 def embed(
-    model: Path | None = typer.Option(
-        None, "--model", "-m", help="Run folder (default: the most recent run)."
-    ),
+    model: Path | None = model_option(),
     domains: list[str] = typer.Option([], "--domains", "-d", help=DOMAINS_HELP),
     more_domains: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
     data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="PNG to write (and FILE.csv: the points)."),
+    out: Path = out_option(..., "PNG to write (and FILE.csv: the points)."),
     epochs_from: Path | None = typer.Option(
         None,
         "--epochs-from",
@@ -47,8 +45,8 @@ def embed(
         tsne_panels,
     )
     from pedseg.evaluation.plots import tsne_figure
-    from pedseg.inference.runs import load_run
     from pedseg.io.atomic import write_text_atomic
+    from pedseg.runfolder.loading import load_run
 
     if out.suffix.lower() != ".png":
         out = out.with_suffix(out.suffix + ".png") if out.suffix else out.with_suffix(".png")

@@ -6,19 +6,17 @@ from pathlib import Path
 
 import typer
 
-from pedseg.cli.options import domain_names
+from pedseg.cli.options import domain_names, model_option, out_option
 from pedseg.cli.render import console, ok
 
 
 def export_onnx(
-    model: Path | None = typer.Option(
-        None, "--model", "-m", help="Run folder (default: the most recent run)."
-    ),
+    model: Path | None = model_option(),
     domains: list[str] = typer.Option(
         [], "--domains", "-d", help="Domains to export (default: all): --domains ankle shoulder."
     ),
     more_domains: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/onnx)."),
+    out: Path | None = out_option(None, "Output folder (default: RUN/onnx)."),
     fp16: bool = typer.Option(
         False, "--fp16", help="Half-precision graphs (float16 input and output)."
     ),
@@ -28,7 +26,7 @@ def export_onnx(
     from rich.table import Table
 
     from pedseg.export.onnx import export_run
-    from pedseg.inference.runs import load_run
+    from pedseg.runfolder.loading import load_run
 
     run = load_run(model)
     names = domain_names(domains, more_domains)

@@ -1,13 +1,63 @@
-"""Help texts and small parsers shared by several commands."""
+"""Options shared by several commands (declared once here), their help texts and small parsers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+import typer
 
 from pedseg.errors import ConfigError
 
 DATA_HELP = "Data folder of a domain for this run, as NAME=DIR (MSD layout); repeatable."
 DOMAINS_HELP = "Domains, space- or comma-separated: --domains ankle shoulder."
+DEVICE_HELP = "auto | cpu | cuda | cuda:N."
+
+
+def device_option(default: str = "auto", *, help: str = DEVICE_HELP) -> Any:
+    """``--device``: where the network runs."""
+    return typer.Option(default, "--device", help=help)
+
+
+def model_option(help: str = "Run folder (default: the most recent run).") -> Any:
+    """``--model/-m``: a trained run folder (default: the last run)."""
+    return typer.Option(None, "--model", "-m", help=help)
+
+
+def out_option(default: Any, help: str) -> Any:
+    """``--out/-o``: where a command writes (its meaning is the command's; ``...``: required)."""
+    return typer.Option(default, "--out", "-o", help=help)
+
+
+def quiet_option(help: str = "No live progress display.") -> Any:
+    """``--quiet/-q``."""
+    return typer.Option(False, "--quiet", "-q", help=help)
+
+
+def data_option() -> Any:
+    """``--data NAME=DIR`` (repeatable)."""
+    return typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP)
+
+
+def domains_option() -> Any:
+    """``--domains/-d A B`` (the extra names arrive as :func:`more_domains_argument`)."""
+    return typer.Option([], "--domains", "-d", help=DOMAINS_HELP)
+
+
+def more_domains_argument() -> Any:
+    """The hidden positional that collects ``--domains a b``'s extra names."""
+    return typer.Argument(None, hidden=True, metavar="DOMAIN")
+
+
+def given_options(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
+    """The flags (of ``{parameter name: flag}``) the user gave on the command line or through an
+    environment variable, in ``flags`` order; defaults do not count, whatever their value."""
+    given: list[str] = []
+    for name, flag in flags.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+            given.append(flag)
+    return given
 
 
 def domain_names(option: Iterable[str], extra: Iterable[str] | None = None) -> list[str]:
@@ -23,7 +73,8 @@ def domain_names(option: Iterable[str], extra: Iterable[str] | None = None) -> l
 
 
 def parse_image_size(value: str | None) -> tuple[int, int] | None:
-    """``256`` or ``256x192`` to ``(H, W)``; ``None`` stays ``None``."""
+    """``256`` or ``256x192`` to ``(H, W)``; ``None`` stays ``None``. The values are checked where
+    they are used (the training config), once."""
     if value is None:
         return None
     parts = value.lower().split("x")
@@ -33,6 +84,6 @@ def parse_image_size(value: str | None) -> tuple[int, int] | None:
         raise ConfigError(f"--image-size must look like 256 or 256x192, got {value!r}") from None
     if len(numbers) == 1:
         numbers *= 2
-    if len(numbers) != 2 or min(numbers) < 1:
+    if len(numbers) != 2:
         raise ConfigError(f"--image-size must look like 256 or 256x192, got {value!r}")
     return numbers[0], numbers[1]

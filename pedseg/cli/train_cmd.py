@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from pedseg.cli.options import DATA_HELP, DOMAINS_HELP, domain_names, parse_image_size
-from pedseg.cli.render import console, ok
+from pedseg.cli.options import (
+    data_option,
+    device_option,
+    domain_names,
+    domains_option,
+    given_options,
+    more_domains_argument,
+    out_option,
+    parse_image_size,
+    quiet_option,
+)
+from pedseg.cli.render import TrainDisplay, epoch_lines, ok, trained_line
 
 if TYPE_CHECKING:
-    from pedseg.training.events import TrainEvent
+    from pedseg.training.config import TrainConfig
+
+#: Parameter name -> flag, for the options whose presence matters (``--from`` refuses them).
+_FLAGS = {
+    "scheme": "--scheme",
+    "arch": "--arch",
+    "image_size": "--image-size",
+    "base_width": "--base-width",
+    "depth": "--depth",
+    "tau": "--tau",
+    "lam": "--lambda",
+    "amp": "--amp",
+    "resume": "--resume",
+    "compile_model": "--compile",
+}
 
 
 def train(
-    domains: list[str] = typer.Option([], "--domains", "-d", help=DOMAINS_HELP),
-    more_domains: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
-    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run folder (default: runs/<scheme>-<arch>-<domains>)."
-    ),
+    ctx: typer.Context,
+    domains: list[str] = domains_option(),
+    more_domains: list[str] = more_domains_argument(),
+    data: list[str] = data_option(),
+    out: Path | None = out_option(None, "Run folder (default: runs/<scheme>-<arch>-<domains>)."),
     scheme: str = typer.Option(
         "dsl-contrastive",
         "--scheme",
@@ -57,7 +71,7 @@ def train(
     steps_per_epoch: int | None = typer.Option(
         None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = device_option(),
     amp: str = typer.Option("auto", "--amp", help="auto (bf16 on a capable GPU) | bf16 | off."),
     compile_model: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable flip/shift/rotation."),
@@ -65,9 +79,7 @@ def train(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Slice cache folder (default: $PEDSEG_HOME/cache)."
     ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="Log one line per epoch, no live display."
-    ),
+    quiet: bool = quiet_option("Log one line per epoch, no live display."),
     from_run: Path | None = typer.Option(
         None,
         "--from",
@@ -80,45 +92,35 @@ def train(
 ) -> None:
     """Train the shared DSBN-UNet with contrastive regularisation, or one of the paper's baselines."""
     from pedseg.domains.registry import DomainRegistry, parse_data_overrides
-    from pedseg.training.config import TrainConfig
 
     names = domain_names(domains, more_domains)
+    specs_of = DomainRegistry().resolve
+    overrides = parse_data_overrides(data)
     if from_run is not None or freeze_shared:
-        from pedseg.cli.adapt_cmd import train_from_run
-
-        train_from_run(
+        _extend(
             from_run,
             names,
             freeze_shared=freeze_shared,
-            data=data,
-            out=out,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            steps_per_epoch=steps_per_epoch,
-            device=device,
-            augment=not no_augment,
-            cache_dir=cache_dir,
-            seg_loss=seg_loss,
-            fixed_by_base={
-                "--scheme": scheme != "dsl-contrastive",
-                "--arch": arch != "unet",
-                "--image-size": image_size is not None,
-                "--base-width": base_width != 32,
-                "--depth": depth != 5,
-                "--tau": tau != 0.1,
-                "--lambda": lam != 0.1,
-                "--amp": amp != "auto",
-                "--resume": resume,
-                "--compile": compile_model,
+            given=given_options(ctx, _FLAGS),
+            options={
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "steps_per_epoch": steps_per_epoch,
+                "device": device,
+                "augment": not no_augment,
+                "seg_loss": seg_loss,
             },
+            specs_of=lambda: specs_of(names, data=overrides),
+            out=out,
+            cache_dir=cache_dir,
         )
         return
-    specs = DomainRegistry().resolve(names, data=parse_data_overrides(data))
-    config = TrainConfig(
-        domains=tuple(names),
-        scheme=scheme,  # type: ignore[arg-type]  # validated by TrainConfig
+    specs = specs_of(names, data=overrides)
+    config = _train_config(
+        names,
+        scheme=scheme,
         arch=arch,
         epochs=epochs,
         batch_size=batch_size,
@@ -147,69 +149,38 @@ def train(
             config, specs, out=run_dir, resume=resume, cache_root=cache_dir, callback=display
         )
     if is_main:
-        ok(
-            f"trained {scheme} ({arch}) on {', '.join(names)}: best epoch {result.best_epoch}, "
-            f"validation Dice {result.best_metric:.3f}; run folder {result.run_dir}"
-        )
+        ok(trained_line(f"trained {scheme} ({arch}) on {', '.join(names)}", result))
 
 
-class TrainDisplay:
-    """Rich live progress (epoch, step, losses, throughput, ETA) or one log line per epoch."""
+def _train_config(names: list[str], **values: Any) -> TrainConfig:
+    """The validated training config of the command-line values (one-line errors)."""
+    from pedseg.training.config import TrainConfig
 
-    def __init__(self, *, quiet: bool) -> None:
-        self.quiet = quiet
-        self.progress = None if quiet else _make_progress()
-        self.task: TaskID | None = None
-
-    def __enter__(self) -> TrainDisplay:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, event: TrainEvent) -> None:
-        prefix = f"[{event.model}] " if event.model else ""
-        if event.kind == "epoch_start" and self.progress is not None:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task(
-                f"{prefix}epoch {event.epoch}/{event.epochs}", total=event.steps or None, losses=""
-            )
-        elif event.kind == "step" and self.progress is not None and self.task is not None:
-            losses = "  ".join(f"{k} {v:.4f}" for k, v in event.losses.items())
-            self.progress.update(
-                self.task,
-                completed=event.step,
-                losses=f"{losses}  {event.slices_per_s:.1f} slices/s",
-            )
-        elif event.kind == "epoch_end":
-            dice = event.metrics.get("val_dice", float("nan"))
-            loss = event.metrics.get("loss_total", float("nan"))
-            best = " (best)" if event.is_best else ""
-            line = (
-                f"{prefix}epoch {event.epoch}/{event.epochs}: loss {loss:.4f}, "
-                f"validation Dice {dice:.3f}{best}"
-            )
-            if self.progress is not None:
-                self.progress.console.print(line)
-            else:
-                typer.echo(line, err=True)
+    return TrainConfig(domains=tuple(names), **values)
 
 
-def _make_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        console=console,
-        transient=True,
+def _extend(
+    base: Path | None,
+    names: list[str],
+    *,
+    freeze_shared: bool,
+    given: list[str],
+    options: dict[str, Any],
+    specs_of: Any,
+    out: Path | None,
+    cache_dir: Path | None,
+) -> None:
+    """``train --domains NEW --from RUN --freeze-shared``: add a domain to a trained model."""
+    from pedseg.training.base_run import check_extension_request
+    from pedseg.training.extend import ExtendConfig, extend_run
+
+    config = ExtendConfig(**options)
+    layout = check_extension_request(base, names, freeze_shared=freeze_shared, given=given)
+    (spec,) = specs_of()
+    result = extend_run(
+        layout.root, spec, config=config, out=out, cache_root=cache_dir, callback=epoch_lines
     )
+    ok(trained_line(f"added domain {spec.name!r} to {layout.root}", result))
 
 
 def register(app: typer.Typer) -> None:

@@ -38,8 +38,8 @@ from pedseg import __version__
 from pedseg.data.dataset import Case, list_cases
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.registry import pedseg_home
-from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, DatasetError, VolumeError
+from pedseg.domains.spec import DomainSpec, check_image_size
+from pedseg.errors import DatasetError, VolumeError
 from pedseg.io import check_pair, read_label, read_volume
 from pedseg.io.atomic import write_text_atomic
 
@@ -178,9 +178,7 @@ def open_cache(path: Path) -> SliceCache:
 
 
 def _image_size(size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or not all(isinstance(v, int | np.integer) and 16 <= v <= 4096 for v in size):
-        raise ConfigError(f"image_size must be two integers in [16, 4096], got {tuple(size)}")
-    return (int(size[0]), int(size[1]))
+    return check_image_size(tuple(int(v) if isinstance(v, np.integer) else v for v in size))
 
 
 def _cached_case(entry: dict[str, Any]) -> CachedCase:

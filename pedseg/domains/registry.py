@@ -152,6 +152,22 @@ class DomainRegistry:
         write_text_atomic(target, header + dump_yaml(spec.to_dict()))
         return spec
 
+    def add_or_reuse(
+        self, path: str | os.PathLike[str], *, force: bool = False
+    ) -> tuple[DomainSpec, bool]:
+        """``(spec, registered)``: register ``path`` like :meth:`add`, or reuse the registered
+        domain of that name when it is the same task (same content hash; ``registered`` False).
+        A *different* domain of that name is refused unless ``force``."""
+        candidate = load_descriptor(path)
+        if candidate.name in self.names() and not force:
+            if self.get(candidate.name).content_hash() != candidate.content_hash():
+                raise RegistryError(
+                    f"{path}: a different domain {candidate.name!r} is already registered; "
+                    "pass --force to replace it"
+                )
+            return candidate, False
+        return self.add(path, force=force), True
+
     def remove(self, name: str) -> Path:
         """Delete a user-registered domain; built-ins and plugins cannot be removed."""
         user = self._user_files()

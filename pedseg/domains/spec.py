@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pedseg.errors import DescriptorError
+from pedseg.errors import ConfigError, DescriptorError
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -287,14 +287,33 @@ def _parse_slice_axis(value: Any, problems: list[tuple[str, str]]) -> SliceAxis:
     return "auto"
 
 
-def _parse_image_size(value: Any, problems: list[tuple[str, str]]) -> tuple[int, int]:
+IMAGE_SIZE_RANGE = (16, 4096)
+"""The in-plane sizes pedseg works at (descriptor, training config, slice cache, prediction)."""
+
+
+def image_size_problem(value: Any) -> str | None:
+    """Why ``value`` is not an in-plane size ``(H, W)``, or ``None`` when it is one."""
+    low, high = IMAGE_SIZE_RANGE
     ok = (
         isinstance(value, list | tuple)
         and len(value) == 2
-        and all(type(v) is int and 16 <= v <= 4096 for v in value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value)
     )
-    if not ok:
-        problems.append(("image_size", f"must be two integers in [16, 4096], got {value!r}"))
+    return None if ok else f"must be two integers in [{low}, {high}], got {value!r}"
+
+
+def check_image_size(value: Any, *, name: str = "image_size") -> tuple[int, int]:
+    """``value`` as ``(H, W)``; :class:`ConfigError` ("image_size must be ...") otherwise."""
+    problem = image_size_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name} {problem}")
+    return (int(value[0]), int(value[1]))
+
+
+def _parse_image_size(value: Any, problems: list[tuple[str, str]]) -> tuple[int, int]:
+    problem = image_size_problem(value)
+    if problem is not None:
+        problems.append(("image_size", problem))
         return (256, 256)
     return (int(value[0]), int(value[1]))
 

@@ -55,6 +55,7 @@ from pedseg.evaluation.protocol import (
     save_plan,
 )
 from pedseg.io import Volume, check_pair, read_label, read_volume, write_like
+from pedseg.runfolder import RunLayout, is_run_folder
 from pedseg.training.config import ARCHS, SCHEMES, TrainConfig
 
 if TYPE_CHECKING:  # keeps torch out of the import path
@@ -164,10 +165,9 @@ Callback = Callable[[CrossvalEvent], None]
 
 def _has_checkpoint(run_dir: Path) -> bool:
     """True when the run (or a baseline member) saved a resumable checkpoint."""
-    from pedseg.training.checkpoint import find_checkpoint
+    from pedseg.runfolder.checkpoint import has_checkpoint
 
-    folders = [run_dir, *sorted((run_dir / "baseline").glob("*"))]
-    return any(find_checkpoint(f / "checkpoints" / "latest") is not None for f in folders)
+    return has_checkpoint(RunLayout(run_dir))
 
 
 def _train_fold(
@@ -353,7 +353,7 @@ def _run_fold(
     method = event.method
     fold_dir = run.out / method / f"fold-{fold.index}"
     run_dir = fold_dir / "run"
-    if status not in ("trained", "done") or not (run_dir / "model.json").is_file():
+    if status not in ("trained", "done") or not is_run_folder(run_dir):
         run.state.set(method, fold.index, "training")
         specs = fold_data(run.specs, run.cases, fold, run.out / "folds" / f"fold-{fold.index}")
         cache = (run.cache_root or run.out / "cache") / f"fold-{fold.index}"

@@ -23,7 +23,6 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +31,9 @@ from torch import Tensor
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, PedsegError
 from pedseg.evaluation.plots import EmbeddingPanel
-from pedseg.inference.runs import LoadedRun, load_run
+from pedseg.runfolder import RunLayout
+from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.loading import LoadedRun, load_run
 
 __all__ = [
     "EmbedOptions",
@@ -89,7 +90,7 @@ class Snapshot:
 
 def validation_cases(checkpoint: Path) -> dict[str, tuple[str, ...]] | None:
     """``val_cases`` of a checkpoint folder's ``state.json`` (``None`` when absent or unreadable)."""
-    from pedseg.training.checkpoint import find_checkpoint, read_state
+    from pedseg.runfolder.checkpoint import find_checkpoint, read_state
 
     found = find_checkpoint(checkpoint)
     if found is None:
@@ -105,10 +106,8 @@ def validation_cases(checkpoint: Path) -> dict[str, tuple[str, ...]] | None:
 
 
 def _run_validation(run: LoadedRun, domain: str) -> tuple[str, ...] | None:
-    root = run.path
-    if run.card.get("kind") == "baseline":
-        root = run.path / str(run.card.get("members", {}).get(domain, f"baseline/{domain}"))
-    cases = validation_cases(root / "checkpoints" / "latest")
+    layout = run.domain(domain).layout or run.layout
+    cases = validation_cases(layout.checkpoint("latest"))
     return None if cases is None else cases.get(domain, ())
 
 
@@ -190,36 +189,34 @@ def collect_embeddings(
                 model.embed, spec, image_size=model.image_size, val_cases=val, options=options
             )
         )
-    epoch = run.card.get("best_epoch")
-    title = f"{run.path.name} (best epoch {epoch})" if isinstance(epoch, int) else run.path.name
-    return _stack(title, parts, epoch if isinstance(epoch, int) else None)
+    epoch = run.card.best_epoch if run.card.kind == "model" else None
+    title = f"{run.path.name} (best epoch {epoch})" if epoch is not None else run.path.name
+    return _stack(title, parts, epoch)
 
 
 def list_snapshots(run_dir: Path) -> list[Snapshot]:
     """The checkpoint folders of a run (one per distinct epoch, in epoch order)."""
-    from pedseg.training.checkpoint import find_checkpoint, read_state
+    from pedseg.runfolder.checkpoint import list_checkpoints, read_state
 
-    folder = Path(run_dir) / "checkpoints"
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     found: dict[int, Snapshot] = {}
-    for name in (n for n in names if not n.startswith(".")):
-        path = find_checkpoint(folder / name)
-        if path is None:
-            continue
+    for name, path in list_checkpoints(RunLayout(run_dir)):
         epoch = int(read_state(path).get("epoch", 0))
         found.setdefault(epoch, Snapshot(name=name, path=path, epoch=epoch))
     return [found[e] for e in sorted(found)]
 
 
-def _snapshot_embedder(card: Mapping[str, Any], snapshot: Snapshot, head: int) -> Embedder:
+def _snapshot_embedder(card: ModelCard, snapshot: Snapshot, head: int) -> Embedder:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from pedseg.models.build import ModelConfig, build_model
+    from pedseg.models.build import build_model
+    from pedseg.runfolder.checkpoint import checkpoint_weights
 
-    weights = snapshot.path / "model.safetensors"
+    weights = checkpoint_weights(snapshot.path)
+    if card.model is None:
+        raise ModelError(f"{snapshot.path}: the run's card holds no model configuration")
     try:
-        net = build_model(ModelConfig.from_dict(card["model"]), num_classes=card["num_classes"])
+        net = build_model(card.model, num_classes=list(card.num_classes))
         net.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
     except (PedsegError, KeyError, SafetensorError, RuntimeError, OSError, TypeError) as exc:
         raise ModelError(f"{weights}: cannot be loaded into the run's model: {exc}") from exc
@@ -241,15 +238,15 @@ def snapshot_embeddings(
     """:func:`collect_embeddings` for each checkpoint snapshot of a single-model run."""
     options = options or EmbedOptions()
     run = load_run(run_dir)
-    if run.card.get("kind") != "model":
+    if run.card.kind != "model":
         raise ModelError(
-            f"{run.path}: epoch snapshots need one shared model; a {run.card.get('kind')} run "
+            f"{run.path}: epoch snapshots need one shared model; a {run.card.kind} run "
             "has one model per domain: pass a dsl, dsl-contrastive or joint run to --epochs-from"
         )
     snapshots = list_snapshots(run.path)
     if not snapshots:
         raise ModelError(
-            f"{run.path / 'checkpoints'}: no checkpoint snapshot found; the run has none left"
+            f"{run.layout.checkpoint().parent}: no checkpoint snapshot found; the run has none left"
         )
     names = _domains(run, domains)
     out = []
@@ -258,7 +255,7 @@ def snapshot_embeddings(
         parts = []
         for name in names:
             model = run.domain(name)
-            head = int(run.card["label_mapping"][name]["head"])
+            head = run.card.label_mapping[name].head
             parts.append(
                 _embed_domain(
                     _snapshot_embedder(run.card, snapshot, head),

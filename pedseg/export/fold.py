@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pedseg.errors import ModelError
-from pedseg.inference.runs import DomainSegmenter
 from pedseg.models.dsbn import DomainBatchNorm2d, Route, SharedBatchNorm2d
+from pedseg.models.segmenter import DomainSegmenter
 from pedseg.models.unet import AttentionGate, ConvBlock, MultiDomainUNet
 
 __all__ = ["FOLD_PAIRS", "PassThrough", "fold_batchnorm", "fold_segmenter"]

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
-    from pedseg.inference.runs import DomainModel, LoadedRun
+    from pedseg.runfolder.loading import DomainModel, LoadedRun
 
 __all__ = [
     "FP16_TOLERANCE",
@@ -143,7 +143,7 @@ def export_domain(
     import torch
 
     from pedseg.export.fold import fold_segmenter
-    from pedseg.inference.runs import DomainSegmenter
+    from pedseg.models.segmenter import DomainSegmenter
 
     started = time.perf_counter()
     path = Path(path)
@@ -210,8 +210,7 @@ def export_run(
     if repeated:
         raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
     models = [run.domain(name) for name in names]
-    folder = Path(out_dir) if out_dir is not None else run.path / "onnx"
-    targets = [folder / f"{name}.onnx" for name in names]
+    targets = [run.layout.onnx(name, folder=out_dir) for name in names]
     if not overwrite:
         for target in targets:
             if target.exists():

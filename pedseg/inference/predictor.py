@@ -32,6 +32,7 @@ from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
 from pedseg.inference.postprocess import postprocess
 from pedseg.io.volume import Volume
+from pedseg.runfolder import is_run_folder
 
 __all__ = ["ModelInfo", "Prediction", "Predictor", "label_dtype", "open_predictor"]
 
@@ -145,10 +146,10 @@ class Predictor:
 
 # ------------------------------------------------------------------------------ opening models
 def is_onnx_source(path: Path) -> bool:
-    """A ``.onnx`` file, or a folder of them that is not a run folder (no ``model.json``)."""
+    """A ``.onnx`` file, or a folder of them that is not a run folder (no model card)."""
     if path.is_file():
         return path.suffix.lower() == ".onnx"
-    return path.is_dir() and not (path / "model.json").exists() and any(path.glob("*.onnx"))
+    return path.is_dir() and not is_run_folder(path) and any(path.glob("*.onnx"))
 
 
 def onnx_info(path: Path, domain: str) -> tuple[ModelInfo, bytes]:
@@ -227,11 +228,11 @@ def open_predictor(
         onnx = OnnxBackend(data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=path)
         return Predictor(info, onnx, **options)
 
-    from pedseg.inference.runs import load_run
+    from pedseg.runfolder.loading import load_run
 
     run = load_run(model)
     domain_model = run.domain(domain)
-    exported = run.path / "onnx" / f"{domain}.onnx"
+    exported = run.layout.onnx(domain)
     if backend != "torch" and exported.is_file():
         info, data = onnx_info(exported, domain)
         if info.model_sha256 == domain_model.model_sha256:

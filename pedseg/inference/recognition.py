@@ -19,7 +19,7 @@ normalisation, the run's image size) and with route ``k``; the distance to centr
 by domain ``k``'s 95th percentile (``1.0`` = as far as the farthest 5 % of ``k``'s own training
 slices). :data:`RECOGNITION_SLICES` slices at the same relative positions in the central 80 % of the
 stack vote. A candidate ``k`` *claims* a slice when, in ``k``'s space, ``k``'s centroid is nearer than
-the cross centroid ``c_kj`` of every other candidate ``j`` (see :mod:`pedseg.inference.profiles`;
+the cross centroid ``c_kj`` of every other candidate ``j`` (see :mod:`pedseg.runfolder.profiles`;
 runs without cross centroids: every candidate claims every slice). Each slice votes for the claiming
 candidate with the smallest normalised distance (for the nearest candidate when none claims it); the
 scan's domain is the majority (ties: smaller median distance), its confidence the vote share. The scan is
@@ -44,43 +44,25 @@ import torch
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError
-from pedseg.inference.profiles import (
-    CENTRAL_FRACTION,
+from pedseg.io.volume import Volume
+from pedseg.runfolder.profiles import (
     OOD_THRESHOLD,
-    PROFILE_FILE,
     DomainProfile,
     Embedder,
     central_range,
     embed_slices,
     load_profiles,
-    profile_from_embeddings,
-    read_profile,
-    store_profile,
-    training_slices,
-    write_profile,
 )
-from pedseg.io.volume import Volume
 
 if TYPE_CHECKING:
-    from pedseg.inference.runs import LoadedRun
+    from pedseg.runfolder.loading import LoadedRun
 
 __all__ = [
-    "CENTRAL_FRACTION",
     "OOD_THRESHOLD",
-    "PROFILE_FILE",
     "Candidate",
-    "DomainProfile",
     "Recognition",
     "Recognizer",
-    "central_range",
-    "embed_slices",
-    "load_profiles",
-    "profile_from_embeddings",
-    "read_profile",
     "recognizer_for",
-    "store_profile",
-    "training_slices",
-    "write_profile",
 ]
 
 logger = logging.getLogger(__name__)
@@ -242,8 +224,8 @@ def recognizer_for(
     :data:`OOD_THRESHOLD`); :class:`ModelError` for a folder of ONNX exports (no embedding there)
     or a run without domain profiles."""
     from pedseg.inference.predictor import is_onnx_source
-    from pedseg.inference.runs import load_run
-    from pedseg.training.runtime import resolve_device
+    from pedseg.runfolder.loading import load_run
+    from pedseg.runtime import resolve_device
 
     if model is not None and is_onnx_source(Path(model).expanduser()):
         raise ModelError(

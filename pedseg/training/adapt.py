@@ -27,28 +27,29 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from pedseg import __version__
 from pedseg.data.preprocess import prepare_volume
 from pedseg.data.sampler import seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError, ModelError
-from pedseg.inference.profiles import central_range, read_profile, store_profile
-from pedseg.inference.runs import load_run
 from pedseg.io import is_volume_path, read_volume
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import MultiDomainUNet
-from pedseg.training.artifacts import file_sha256, set_last_run, write_json
-from pedseg.training.base_run import base_network, check_dsbn, check_new_output, read_card
-from pedseg.training.checkpoint import state_tensors
-from pedseg.training.runtime import configure_threads, resolve_device
+from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.layout import RunLayout
+from pedseg.runfolder.loading import load_run
+from pedseg.runfolder.pointer import set_last_run
+from pedseg.runfolder.profiles import central_range, read_profile, store_profile
+from pedseg.runfolder.writer import save_model
+from pedseg.runtime import configure_threads, resolve_device
+from pedseg.training.base_run import check_dsbn, check_new_output, read_base
 
 __all__ = ["AdaptReport", "adapt_bn", "collect_scans", "load_slices", "reestimate_bn"]
 
@@ -162,14 +163,15 @@ def adapt_bn(
 ) -> AdaptReport:
     """Write a copy of the run ``base`` with ``domain``'s BN statistics re-estimated on ``scans``."""
     started = time.perf_counter()
-    root, card = read_card(base)
+    layout, card = read_base(base)
+    root = layout.root
     check_dsbn(card, root, action="adapt the batch norms of")
     out = Path(out) if out is not None else root.parent / f"{root.name}-adapted-{domain}"
     check_new_output(out)
     paths = collect_scans(scans)
-    run = load_run(root)
+    run = load_run(layout)
     model = run.domain(domain)  # UnknownNameError for a domain the model does not have
-    net = base_network(run)
+    net = run.network()
     head = getattr(model.module, "head", None)
     if not isinstance(head, int):
         raise ModelError(f"{root}: cannot find the batch-norm index of domain {domain!r}")
@@ -189,10 +191,10 @@ def adapt_bn(
         "n_slices": int(sum(counts)),
         "from_model_sha256": model.model_sha256,
     }
-    if isinstance(card.get("adapted"), dict):
-        record["previous"] = card["adapted"]
+    if card.adapted is not None:
+        record["previous"] = dict(card.adapted)
     sha = _write_run(out, net, card, record)
-    _store_profile(root, model.model_sha256, out, domain, slices, counts)
+    _store_profile(layout, model.model_sha256, out, domain, slices, counts)
     set_last_run(out)
     return AdaptReport(
         run_dir=out,
@@ -206,14 +208,14 @@ def adapt_bn(
 
 
 def _store_profile(
-    root: Path, base_sha: str, out: Path, domain: str, slices: np.ndarray, counts: list[int]
+    root: RunLayout, base_sha: str, out: Path, domain: str, slices: np.ndarray, counts: list[int]
 ) -> None:
     """Carry the other domains' profiles and re-profile ``domain`` (its batch-norm statistics, so
     its embedding, changed) on the central 80 % of the adaptation scans' slices."""
     try:
         carried = read_profile(root, model_sha256=base_sha)
     except ModelError as exc:
-        logger.info("no domain profile for %s: %s", out, exc)
+        logger.warning("no domain profile for %s: %s", out, exc)
         return
     starts = np.cumsum([0, *counts])
     picks = [
@@ -226,23 +228,17 @@ def _store_profile(
     store_profile(out, chosen, carry=carry, source="adaptation")
 
 
-def _write_run(
-    out: Path, net: MultiDomainUNet, card: dict[str, Any], record: dict[str, Any]
-) -> str:
-    """Write ``model.safetensors`` + ``model.json`` into a temporary folder renamed to ``out``."""
+def _write_run(out: Path, net: MultiDomainUNet, card: ModelCard, record: dict[str, Any]) -> str:
+    """Write the weights and card into a temporary folder renamed to ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        weights = tmp / "model.safetensors"
-        save_file(state_tensors(net), str(weights))
-        sha = file_sha256(weights)
-        new_card = dict(card)
-        new_card.update(pedseg_version=__version__, model_sha256=sha, adapted=record)
-        write_json(tmp / "model.json", new_card)
+        adapted = replace(card, pedseg_version=__version__, adapted=record, artifacts={})
+        written = save_model(RunLayout(tmp), net, adapted)
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         check_new_output(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return sha
+    return written.model_sha256

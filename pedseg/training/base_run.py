@@ -8,43 +8,38 @@ baseline) and existing output folders, and reach the shared network of a loaded 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from pedseg.errors import ConfigError, ModelError, OutputExistsError
-from pedseg.inference.runs import MODEL_JSON, DomainSegmenter, LoadedRun, resolve_run
-from pedseg.models.unet import MultiDomainUNet
+from pedseg.errors import ConfigError, OutputExistsError
+from pedseg.runfolder.card import ModelCard, read_card
+from pedseg.runfolder.layout import RunLayout
+from pedseg.runfolder.pointer import resolve_run
 
 __all__ = [
     "DSBN_SCHEMES",
-    "base_network",
+    "FIXED_BY_BASE",
     "check_dsbn",
     "check_extendable",
+    "check_extension_request",
     "check_new_output",
-    "read_card",
+    "extendable_base",
+    "read_base",
 ]
 
 DSBN_SCHEMES: tuple[str, ...] = ("dsl", "dsl-contrastive")
 
 
-def read_card(path: Path | None) -> tuple[Path, dict[str, Any]]:
-    """``(run folder, model.json)`` of ``path`` (default: the last run), without the weights."""
-    root = resolve_run(path)
-    try:
-        card = json.loads((root / MODEL_JSON).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{root / MODEL_JSON}: unreadable ({exc}); retrain or restore it") from exc
-    if not isinstance(card, dict):
-        raise ModelError(f"{root / MODEL_JSON}: must hold a JSON object")
-    return root, card
+def read_base(path: Path | None) -> tuple[RunLayout, ModelCard]:
+    """The layout and card of ``path`` (default: the last run), without the weights."""
+    layout = resolve_run(path)
+    return layout, read_card(layout)
 
 
-def check_dsbn(card: Mapping[str, Any], root: Path, *, action: str) -> None:
+def check_dsbn(card: ModelCard, root: Path, *, action: str) -> None:
     """Refuse runs whose domains do not each have their own batch norms (joint, baseline)."""
-    scheme = card.get("scheme")
-    if card.get("kind") == "baseline" or scheme == "baseline":
+    scheme = card.scheme
+    if card.kind == "baseline" or scheme == "baseline":
         raise ConfigError(
             f"{root}: cannot {action} a baseline run: it holds one separate model per domain "
             f"(RUN/baseline/<domain>); pass one of those member folders, or train a DSBN model "
@@ -56,21 +51,19 @@ def check_dsbn(card: Mapping[str, Any], root: Path, *, action: str) -> None:
             "shared by every domain, so changing them would change the other domains' outputs; "
             "train a DSBN model (--scheme dsl or dsl-contrastive)"
         )
-    model = card.get("model")
-    if scheme not in DSBN_SCHEMES or not isinstance(model, dict) or model.get("norm") != "dsbn":
+    if scheme not in DSBN_SCHEMES or card.model is None or card.model.norm != "dsbn":
         raise ConfigError(
             f"{root}: cannot {action} scheme {scheme!r}; only {', '.join(DSBN_SCHEMES)} "
             "models (one batch norm per domain) are supported"
         )
 
 
-def check_extendable(card: Mapping[str, Any], root: Path, domain: str) -> None:
+def check_extendable(card: ModelCard, root: Path, domain: str) -> None:
     """Raise :class:`ConfigError` unless ``domain`` can be added to the run ``root``."""
     check_dsbn(card, root, action="add a domain to")
-    domains = card.get("domains")
-    if isinstance(domains, list) and domain in domains:
+    if domain in card.domains:
         raise ConfigError(
-            f"{root}: domain {domain!r} is already in this model ({', '.join(domains)}); to "
+            f"{root}: domain {domain!r} is already in this model ({', '.join(card.domains)}); to "
             f"adapt it to new scans use `pedseg adapt-bn --domain {domain}`"
         )
 
@@ -81,10 +74,56 @@ def check_new_output(out: Path) -> None:
         raise OutputExistsError(out, "choose another --out or remove that folder")
 
 
-def base_network(run: LoadedRun) -> MultiDomainUNet:
-    """The network shared by a loaded run's domain segmenters (a ``kind: model`` run)."""
-    module = run.domain(run.domains[0]).module
-    net = module.net if isinstance(module, DomainSegmenter) else None
-    if not isinstance(net, MultiDomainUNet):
-        raise ModelError(f"{run.path}: holds no multi-domain network to extend or adapt")
-    return net
+FIXED_BY_BASE: tuple[str, ...] = (
+    "--scheme",
+    "--arch",
+    "--image-size",
+    "--base-width",
+    "--depth",
+    "--tau",
+    "--lambda",
+    "--amp",
+    "--resume",
+    "--compile",
+)
+"""Training options a base run fixes: refused together with ``train --from``."""
+
+
+def check_extension_request(
+    base: Path | None,
+    names: Sequence[str],
+    *,
+    freeze_shared: bool,
+    given: Sequence[str] = (),
+) -> RunLayout:
+    """The base run of ``train --domains NEW --from RUN --freeze-shared``, after the request's
+    rules: ``--from`` and ``--freeze-shared`` together, one new domain, none of the options the
+    base fixes (``given``: the flags given on the command line); the base must be extendable."""
+    if base is None:
+        raise ConfigError("--freeze-shared needs --from RUN (the trained model to extend)")
+    if not freeze_shared:
+        raise ConfigError(
+            "--from RUN without --freeze-shared would fine-tune the whole model, which is not "
+            "supported yet; pass --freeze-shared to train only the new domain's batch norm and head"
+        )
+    fixed = [flag for flag in given if flag in FIXED_BY_BASE]
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot be used with --from: the base run fixes the scheme, "
+            "architecture and image size, and only the new domain's segmentation loss is trained "
+            "(fp32); drop the option(s)"
+        )
+    if len(names) != 1:
+        raise ConfigError(
+            f"--from adds one new domain at a time; name exactly one with --domains, got "
+            f"{', '.join(names) or 'none'}"
+        )
+    return extendable_base(base, names[0])
+
+
+def extendable_base(model: Path | None, domain: str) -> RunLayout:
+    """The run ``model`` (default: the last run), refused unless ``domain`` can be added to it
+    (checked before anything is registered or cached)."""
+    layout, card = read_base(model)
+    check_extendable(card, layout.root, domain)
+    return layout

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from pedseg.domains.spec import check_image_size
 from pedseg.errors import ConfigError
 
 __all__ = ["ARCHS", "SCHEMES", "SEG_LOSSES", "Scheme", "TrainConfig"]
@@ -133,6 +134,13 @@ class TrainConfig:
             raise ConfigError(
                 f"channels_last must be true, false or null, got {self.channels_last!r}"
             )
+        if self.image_size is not None:
+            multiple = 2 ** (self.depth - 1)
+            if any(v % multiple for v in self.image_size):
+                raise ConfigError(
+                    f"image_size must be a multiple of 2**(depth-1) = {multiple} for depth "
+                    f"{self.depth}, got {self.image_size[0]}x{self.image_size[1]}"
+                )
         per_model = 1 if self.scheme == "baseline" else len(domains)
         if self.batch_size < 2 * per_model:
             raise ConfigError(
@@ -209,14 +217,9 @@ def _as_names(value: Any) -> tuple[str, ...]:
 
 
 def _as_size(value: Any) -> tuple[int, int]:
-    if (
-        isinstance(value, str)
-        or not isinstance(value, Sequence)
-        or len(value) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in value)
-    ):
-        raise ConfigError(f"image_size must be two integers >= 8 (H, W) or null, got {value!r}")
-    return (int(value[0]), int(value[1]))
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"image_size must be two integers (H, W) or null, got {value!r}")
+    return check_image_size(tuple(value))
 
 
 def _as_val_cases(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:

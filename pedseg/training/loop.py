@@ -1,62 +1,52 @@
 """The training run: :func:`train`.
 
-Per epoch: ``steps_per_epoch`` balanced, augmented multi-domain batches (Adam), then validation on the
-held-out cases, then (rank 0) the ``latest`` checkpoint, and when the mean validation Dice improves the
-``best`` checkpoint, ``model.safetensors`` and ``model.json``; ``metrics.csv`` and ``curves.png`` are
-rewritten from the run's history each epoch. A non-finite loss stops the run with a
-:class:`TrainingError` naming the epoch and step before any weight is updated with it, and no
-checkpoint is ever written from non-finite weights. ``resume=True`` restores everything that
-influences the next step, so a resumed run is bit-identical to an uninterrupted one on the same
-machine. The library never prints: progress goes to ``callback`` and to :mod:`logging`.
+Builds the network, optimizer and sampler of a run, restores its checkpoint on ``resume`` and hands
+the epochs to :mod:`pedseg.training.runner` (the epoch loop, validation, checkpoints, weights and
+card). ``resume=True`` restores everything that influences the next step, so a resumed run is
+bit-identical to an uninterrupted one on the same machine. At the end, rank 0 profiles the best
+weights' embedding per domain (domain recognition). The library never prints: progress goes to
+``callback`` and to :mod:`logging`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
-from pedseg.inference.profiles import cross_slices, store_profile, training_slices
 from pedseg.models.build import ModelConfig, build_model
-from pedseg.training import distributed as dist_utils
-from pedseg.training.artifacts import (
-    baseline_card,
+from pedseg.runfolder.card import ModelCard, write_card
+from pedseg.runfolder.checkpoint import (
     check_run_dir,
-    set_last_run,
-    write_json,
+    find_checkpoint,
+    load_checkpoint,
+    read_state,
 )
-from pedseg.training.checkpoint import find_checkpoint, load_checkpoint, read_state
-from pedseg.training.config import TrainConfig
-from pedseg.training.distributed import DistInfo
-from pedseg.training.events import TrainEvent, TrainResult
-from pedseg.training.prepare import (
-    DomainData,
-    prepare_domains,
-    resolve_image_size,
-    training_images,
-)
-from pedseg.training.resume import RunState, check_resumable, check_validation_cases
-from pedseg.training.runtime import (
-    autocast,
+from pedseg.runfolder.layout import RunLayout
+from pedseg.runfolder.pointer import set_last_run
+from pedseg.runtime import (
     configure_threads,
     resolve_amp,
     resolve_channels_last,
     resolve_device,
     seed_everything,
 )
-from pedseg.training.session import Session, finish_epoch, finish_run
-from pedseg.training.step import HostBatch, compute_losses, gather_batch, to_device
+from pedseg.training import distributed as dist_utils
+from pedseg.training.config import TrainConfig
+from pedseg.training.distributed import DistInfo
+from pedseg.training.events import TrainEvent, TrainResult
+from pedseg.training.prepare import DomainData, prepare_domains, resolve_image_size
+from pedseg.training.profiling import profile_run
+from pedseg.training.resume import RunState, check_resumable, check_validation_cases
+from pedseg.training.runner import Job, run_epochs
+from pedseg.training.step import LossSpec, route_of
 
 __all__ = ["Callback", "train"]
 
@@ -83,7 +73,7 @@ def train(
     try:
         if config.scheme == "baseline":
             return _train_baseline(config, ordered, out, resume, cache_root, callback, info, device)
-        has_checkpoint = find_checkpoint(out / "checkpoints" / "latest") is not None
+        has_checkpoint = find_checkpoint(RunLayout(out).checkpoint()) is not None
         check_run_dir(out, resume=resume, has_checkpoint=has_checkpoint)
         dist_utils.barrier(info)
         result = _train_model(config, ordered, out, cache_root, callback, info, device, None)
@@ -116,8 +106,9 @@ def _train_baseline(
     device: torch.device,
 ) -> TrainResult:
     """One independent model per domain under ``out/baseline/<domain>``."""
-    member_dirs = {spec.name: out / "baseline" / spec.name for spec in specs}
-    has_any = any(find_checkpoint(d / "checkpoints" / "latest") for d in member_dirs.values())
+    layout = RunLayout(out)
+    member_dirs = {spec.name: layout.member(spec.name).root for spec in specs}
+    has_any = any(find_checkpoint(RunLayout(d).checkpoint()) for d in member_dirs.values())
     check_run_dir(out, resume=resume, has_checkpoint=has_any)
     dist_utils.barrier(info)
     members: dict[str, TrainResult] = {}
@@ -130,8 +121,8 @@ def _train_baseline(
             sub, [spec], member_dirs[spec.name], cache_root, callback, info, device, spec.name
         )
     if info.is_main:
-        relative = {name: f"baseline/{name}" for name in member_dirs}
-        write_json(out / "model.json", baseline_card(config=config, specs=specs, members=relative))
+        card = ModelCard.for_baseline(specs=specs, training=config.to_dict(include_val_cases=False))
+        write_card(layout, card)
         set_last_run(out)
     best = [m.best_metric for m in members.values()]
     return TrainResult(
@@ -180,7 +171,8 @@ def _train_model(
     device: torch.device,
     member: str | None,
 ) -> TrainResult:
-    latest = find_checkpoint(out / "checkpoints" / "latest")
+    layout = RunLayout(out)
+    latest = find_checkpoint(layout.checkpoint())
     state = read_state(latest) if latest is not None else None
     if state is not None:
         check_resumable(state, out=out, config=config, specs=specs)
@@ -207,47 +199,61 @@ def _train_model(
         fg_fraction=config.fg_fraction,
         world_size=info.world_size,
     )
-    steps = config.steps_per_epoch or sampler.default_steps_per_epoch()
-    val_cases = {d.spec.name: d.val_cases for d in domains}
     run = RunState()
     if latest is not None and state is not None:
-        check_validation_cases(state, out=out, val_cases=val_cases)
+        check_validation_cases(
+            state, out=out, val_cases={d.spec.name: d.val_cases for d in domains}
+        )
         load_checkpoint(latest, model=model, optimizer=optimizer)
         run = RunState.from_json(state)
         logger.info("resuming %s after epoch %d (step %d)", out, run.epoch, run.global_step)
-    session = Session(
+    forward: nn.Module = dist_utils.wrap_model(model, info, device)
+    if config.compile:
+        forward = torch.compile(forward)  # type: ignore[assignment]
+
+    def make_card(progress: RunState) -> ModelCard:
+        return ModelCard.for_model(
+            scheme=config.scheme,
+            specs=specs,
+            model=model_config,
+            mappings=[d.mapping for d in domains],
+            image_size=image_size,
+            training=config.to_dict(include_val_cases=False),
+            best_epoch=progress.best_epoch,
+            best_metric=progress.best_metric,
+        )
+
+    job = Job(
         config=config,
-        specs=specs,
         domains=domains,
-        out=out,
+        layout=layout,
         model=model,
-        model_config=model_config,
+        forward=forward,
         optimizer=optimizer,
+        sampler=sampler,
         run=run,
         info=info,
         device=device,
-        image_size=image_size,
+        steps=config.steps_per_epoch or sampler.default_steps_per_epoch(),
+        loss=LossSpec(
+            scheme=config.scheme, tau=config.tau, lam=config.lam, seg_loss=config.seg_loss
+        ),
+        route=lambda chunks: route_of(chunks, scheme=config.scheme),
+        set_mode=model.train,
+        make_card=make_card,
         channels_last=channels_last,
         amp=resolve_amp(config.amp, device),
-        callback=callback if info.is_main else None,
+        callback=callback,
         member=member,
-        val_cases=val_cases,
     )
-    runner: nn.Module = dist_utils.wrap_model(model, info, device)
-    if config.compile:
-        runner = torch.compile(runner)  # type: ignore[assignment]
-    session.emit("run_start", epoch=run.epoch + 1, steps=steps)
-    try:
-        for epoch in range(run.epoch + 1, config.epochs + 1):
-            _run_epoch(session, runner, sampler, epoch, steps)
-    finally:
-        finish_run(session)
+    job.emit("run_start", epoch=run.epoch + 1, steps=job.steps)
+    run_epochs(job)
     if info.is_main:  # domain recognition: profile the best weights' embedding per domain
-        slices = {d.spec.name: training_slices(d, seed=config.seed) for d in domains}
-        cross = cross_slices(specs, training_images(domains), image_size=image_size)
-        store_profile(out, slices, cross=cross, device=device)
+        profile_run(
+            out, domains, specs=specs, image_size=image_size, seed=config.seed, device=device
+        )
     dist_utils.barrier(info)
-    session.emit("run_end", epoch=run.epoch, steps=steps)
+    job.emit("run_end", epoch=run.epoch, steps=job.steps)
     return TrainResult(
         run_dir=out,
         epochs=run.epoch,
@@ -255,103 +261,3 @@ def _train_model(
         best_metric=run.best_metric,
         history=tuple(run.history),
     )
-
-
-def _host_batches(
-    session: Session, sampler: BalancedSampler, epoch: int, steps: int
-) -> Iterator[HostBatch]:
-    """This rank's batches of an epoch, prefetched by ``num_workers`` threads when asked."""
-    info = session.info
-
-    def make(step: int) -> HostBatch:
-        batch = sampler.batch(epoch, step).shard(info.rank, info.world_size)
-        return gather_batch(session.domains, batch)
-
-    workers = session.config.num_workers
-    if workers == 0:
-        for step in range(1, steps + 1):
-            yield make(step)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pedseg-batch") as pool:
-        pending: list[Future[HostBatch]] = []
-        next_step = 1
-        for _ in range(steps):
-            while next_step <= steps and len(pending) <= workers:
-                pending.append(pool.submit(make, next_step))
-                next_step += 1
-            yield pending.pop(0).result()
-
-
-def _run_epoch(
-    session: Session, runner: nn.Module, sampler: BalancedSampler, epoch: int, steps: int
-) -> None:
-    config, run, device = session.config, session.run, session.device
-    augment = AugmentConfig() if config.augment else None
-    session.model.train()
-    session.emit("epoch_start", epoch=epoch, steps=steps)
-    sums = torch.zeros(4, dtype=torch.float64)
-    started = time.perf_counter()
-    for step, host in enumerate(_host_batches(session, sampler, epoch, steps), start=1):
-        step_start = time.perf_counter()
-        images, targets = to_device(
-            host,
-            device=device,
-            channels_last=session.channels_last,
-            augment=augment,
-            global_size=config.batch_size,
-            seed=config.seed,
-            epoch=epoch,
-            step=step,
-        )
-        with autocast(device, session.amp):
-            terms = compute_losses(
-                runner,
-                images,
-                targets,
-                host.chunks,
-                scheme=config.scheme,
-                tau=config.tau,
-                lam=config.lam,
-                seg_loss=config.seg_loss,
-            )
-        values = dist_utils.all_reduce_mean(terms.stacked(), session.info).to("cpu", torch.float64)
-        if not bool(torch.isfinite(values).all()):
-            raise TrainingError(
-                f"non-finite loss at epoch {epoch}, step {step} (global step "
-                f"{run.global_step + 1}): CE {values[0].item()}, contrastive "
-                f"{values[1].item()}; lower the learning rate (lr={config.lr}) or check the data; "
-                "the checkpoints hold the last finite epoch"
-            )
-        optimizer = session.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        optimizer.step()
-        run.global_step += 1
-        sums += values
-        seconds = max(time.perf_counter() - step_start, 1e-9)
-        session.emit(
-            "step",
-            epoch=epoch,
-            step=step,
-            steps=steps,
-            losses={
-                "ce": float(values[0]),
-                "contrastive": float(values[1]),
-                "total": float(values[2]),
-                **({"dice": float(values[3])} if config.seg_loss == "dice-ce" else {}),
-            },
-            slices_per_s=config.batch_size / seconds,
-        )
-    train_seconds = max(time.perf_counter() - started, 1e-9)
-    means = (sums / steps).tolist()
-    row: dict[str, float | int] = {
-        "epoch": epoch,
-        "step": run.global_step,
-        "loss_ce": means[0],
-        "loss_contrastive": means[1],
-        "loss_total": means[2],
-        "loss_dice": means[3],
-    }
-    finish_epoch(session, row, started=started, train_seconds=train_seconds, steps=steps)
-    if not math.isfinite(float(row["loss_total"])):  # pragma: no cover - caught per step
-        raise TrainingError(f"non-finite mean loss in epoch {epoch}")

@@ -18,7 +18,6 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,12 +26,11 @@ from pedseg.data.dataset import list_cases
 from pedseg.data.sampler import DomainPool, seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
+from pedseg.models.mapping import LabelMapping, label_mappings
 from pedseg.training.config import TrainConfig
 
 __all__ = [
     "DomainData",
-    "LabelMapping",
-    "label_mappings",
     "prepare_domains",
     "resolve_image_size",
     "split_cases",
@@ -41,61 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _SPLIT_STREAM = 0x5B1D
-
-
-@dataclass(frozen=True)
-class LabelMapping:
-    """How a domain's label ids map to the classes of the head it uses (see module docstring)."""
-
-    domain: str
-    head: int
-    classes: dict[int, int]
-    """Label id -> class index of the head (background 0 -> 0 implied)."""
-    num_classes: int
-    """Output channels of the head."""
-
-    def target_lut(self) -> np.ndarray:
-        """uint8 label value -> class index (int64), 256 entries; undeclared values map to 0."""
-        lut = np.zeros(256, dtype=np.int64)
-        for label, cls in self.classes.items():
-            lut[label] = cls
-        return lut
-
-    def prediction_lut(self) -> np.ndarray:
-        """Class index of the head -> this domain's label id (other domains' classes -> 0)."""
-        lut = np.zeros(self.num_classes, dtype=np.int64)
-        for label, cls in self.classes.items():
-            lut[cls] = label
-        return lut
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "head": self.head,
-            "num_classes": self.num_classes,
-            "classes": {str(label): cls for label, cls in sorted(self.classes.items())},
-        }
-
-
-def label_mappings(specs: Sequence[DomainSpec], *, scheme: str) -> list[LabelMapping]:
-    """One :class:`LabelMapping` per domain, in domain order."""
-    if scheme != "joint":
-        return [
-            LabelMapping(
-                domain=spec.name,
-                head=k,
-                classes={label: j + 1 for j, label in enumerate(spec.label_ids)},
-                num_classes=spec.num_classes,
-            )
-            for k, spec in enumerate(specs)
-        ]
-    total = 1 + sum(len(spec.labels) for spec in specs)
-    out: list[LabelMapping] = []
-    offset = 0
-    for spec in specs:
-        classes = {label: offset + j + 1 for j, label in enumerate(spec.label_ids)}
-        out.append(LabelMapping(domain=spec.name, head=0, classes=classes, num_classes=total))
-        offset += len(spec.labels)
-    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,19 @@ from pedseg.training.losses import (
 )
 from pedseg.training.prepare import DomainData
 
-__all__ = ["HostBatch", "LossTerms", "compute_losses", "gather_batch", "to_device"]
+__all__ = [
+    "LOSS_TERMS",
+    "HostBatch",
+    "LossSpec",
+    "LossTerms",
+    "compute_losses",
+    "gather_batch",
+    "route_of",
+    "to_device",
+]
+
+LOSS_TERMS: tuple[str, ...] = ("ce", "dice", "contrastive", "total")
+"""The named loss terms of a step, in the order of :meth:`LossTerms.stacked`."""
 
 
 @dataclass(frozen=True)
@@ -43,19 +55,42 @@ class HostBatch:
 
 
 @dataclass(frozen=True)
+class LossSpec:
+    """What a step's loss is made of (see the module docstring)."""
+
+    scheme: str
+    tau: float = 0.1
+    lam: float = 0.1
+    seg_loss: str = "ce"
+
+    @property
+    def contrastive(self) -> bool:
+        return self.scheme == "dsl-contrastive" and self.lam > 0
+
+    def active_terms(self) -> tuple[str, ...]:
+        """The terms progress reports show: always CE, contrastive (0 when unused) and the total;
+        the soft Dice term only with ``seg_loss="dice-ce"``."""
+        return tuple(name for name in LOSS_TERMS if name != "dice" or self.seg_loss == "dice-ce")
+
+
+@dataclass(frozen=True)
 class LossTerms:
-    """The loss terms of one step; ``dice`` is 0 unless ``seg_loss="dice-ce"``."""
+    """The loss terms of one step; ``dice`` is 0 unless ``seg_loss="dice-ce"``, ``contrastive`` 0
+    unless the scheme is ``dsl-contrastive`` with ``lam > 0``."""
 
     ce: Tensor
+    dice: Tensor
     contrastive: Tensor
     total: Tensor
-    dice: Tensor
 
     def stacked(self) -> Tensor:
-        """``[ce, contrastive, total, dice]``, detached (for logging and all-reduce)."""
-        return torch.stack(
-            [self.ce.detach(), self.contrastive.detach(), self.total.detach(), self.dice.detach()]
-        )
+        """The terms in :data:`LOSS_TERMS` order, detached (for logging and all-reduce)."""
+        return torch.stack([getattr(self, name).detach() for name in LOSS_TERMS])
+
+    @staticmethod
+    def named(values: Sequence[float]) -> dict[str, float]:
+        """``{term: value}`` of a :meth:`stacked` vector."""
+        return {name: float(v) for name, v in zip(LOSS_TERMS, values, strict=True)}
 
 
 def gather_batch(domains: Sequence[DomainData], batch: SampledBatch) -> HostBatch:
@@ -113,32 +148,32 @@ def compute_losses(
     targets: Tensor,
     chunks: Sequence[tuple[int, int]],
     *,
-    scheme: str,
-    tau: float,
-    lam: float,
-    seg_loss: str = "ce",
+    loss: LossSpec,
+    route: Sequence[tuple[int, int]] | None = None,
 ) -> LossTerms:
-    """Forward the batch and return the loss terms (fp32)."""
-    route = route_of(chunks, scheme=scheme)
+    """Forward the batch and return the loss terms (fp32). ``chunks``: (domain, count) of the
+    batch, which the contrastive term groups by; ``route``: the (head, count) the network runs
+    (default :func:`route_of` the chunks)."""
+    route = list(route) if route is not None else route_of(chunks, scheme=loss.scheme)
     output = model(images, route)
     logits = [chunk.float() for chunk in output.logits]
     parts = list(torch.split(targets, [count for _, count in route], dim=0))
     ce = multi_domain_cross_entropy(logits, parts)
-    if seg_loss == "dice-ce":
+    if loss.seg_loss == "dice-ce":
         dice = multi_domain_soft_dice(logits, parts)
         segmentation = ce + dice
     else:
         dice = torch.zeros((), device=ce.device, dtype=ce.dtype)
         segmentation = ce
-    if scheme == "dsl-contrastive" and lam > 0:
+    if loss.contrastive:
         domains = torch.cat([torch.full((count,), k, dtype=torch.long) for k, count in chunks]).to(
             images.device
         )
         contrastive = supervised_contrastive_loss(
-            output.embedding.float(), domains, temperature=tau
+            output.embedding.float(), domains, temperature=loss.tau
         )
-        total = segmentation + lam * contrastive
+        total = segmentation + loss.lam * contrastive
     else:
         contrastive = torch.zeros((), device=ce.device, dtype=ce.dtype)
         total = segmentation
-    return LossTerms(ce=ce, contrastive=contrastive, total=total, dice=dice)
+    return LossTerms(ce=ce, dice=dice, contrastive=contrastive, total=total)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pedseg.runtime import autocast
 from pedseg.training.prepare import DomainData
-from pedseg.training.runtime import autocast
 
 __all__ = ["dice_per_label", "validate"]
 

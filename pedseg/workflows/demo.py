@@ -112,7 +112,7 @@ def run_demo(
     from pedseg.export.onnx import export_run
     from pedseg.inference.batch import BatchOptions, predict_cases
     from pedseg.inference.predictor import open_predictor
-    from pedseg.inference.runs import load_run
+    from pedseg.runfolder.loading import load_run
     from pedseg.training.loop import train
 
     config = config or DemoConfig()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pedseg.training.artifacts import plot_curves
+from pedseg.runfolder.metrics import plot_curves
 from tests.cli.conftest import Runner, one_line_error
 from tests.conftest_runs import phantom_dir, tiny_run_dir
 from tests.evaluation.test_compare import COLUMNS, case_dice, write_method

@@ -105,7 +105,7 @@ def test_crossval_runs_and_continues(
 ) -> None:
     from pedseg.data.synth import PhantomConfig, synth_dataset
 
-    monkeypatch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
     data = tmp_path / "data"
     synth_dataset(data, domains=("ankle",), cases=3, seed=0, config=PhantomConfig((32, 32, 16)))
     out = tmp_path / "cv"

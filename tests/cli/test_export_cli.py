@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pedseg.export.onnx import read_onnx_metadata
-from pedseg.training.artifacts import set_last_run
+from pedseg.runfolder.pointer import set_last_run
 from tests.cli.conftest import Runner, one_line_error
 from tests.conftest_runs import copy_run, single_thread, tiny_run_dir
 

@@ -31,7 +31,7 @@ def ankle_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _one_thread_no_plots(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr("pedseg.training.extend.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
     with single_thread():
         yield
 

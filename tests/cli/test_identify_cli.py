@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pedseg.inference.profiles import OOD_THRESHOLD
+from pedseg.runfolder.profiles import OOD_THRESHOLD
 from tests.cli.conftest import Runner, one_line_error
 from tests.conftest_runs import single_thread
 from tests.inference.test_recognition import DOMAINS, held_out, recognition_run

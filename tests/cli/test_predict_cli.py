@@ -14,7 +14,7 @@ import torch
 from pedseg.domains.registry import DomainRegistry
 from pedseg.inference.backends import gpu_present
 from pedseg.inference.batch import MANIFEST_NAME
-from pedseg.training.artifacts import set_last_run
+from pedseg.runfolder.pointer import set_last_run
 from tests.cli.conftest import Runner, one_line_error
 from tests.conftest_runs import copy_run, phantom_dir, single_thread, tiny_run_dir
 from tests.inference.test_predictor import ThresholdNet, phantom, store, toy_spec
@@ -33,7 +33,7 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding ``toy.onnx``: the threshold network, exported with pedseg metadata."""
     from pedseg.export.onnx import export_domain
-    from pedseg.inference.runs import DomainModel
+    from pedseg.runfolder.loading import DomainModel
 
     folder = tmp_path_factory.mktemp("onnx_dir")
     model = DomainModel(
@@ -146,7 +146,7 @@ def test_trained_run_torch_then_onnx(
     pedseg: Runner, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     from pedseg.export.onnx import export_run
-    from pedseg.inference.runs import load_run
+    from pedseg.runfolder.loading import load_run
 
     run = copy_run(tiny_run_dir(tmp_path_factory), tmp_path / "run")
     set_last_run(run)  # --model defaults to the last run

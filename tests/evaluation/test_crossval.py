@@ -22,7 +22,7 @@ DOMAINS = ("ankle", "shoulder")
 
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
 
 
 @pytest.fixture(scope="module")

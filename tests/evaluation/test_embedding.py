@@ -22,7 +22,8 @@ from pedseg.evaluation.embedding import (
     tsne_panels,
 )
 from pedseg.evaluation.plots import tsne_figure
-from pedseg.inference.runs import DomainSegmenter, load_run
+from pedseg.models.segmenter import DomainSegmenter
+from pedseg.runfolder.loading import load_run
 from tests.conftest_runs import TINY_DOMAINS, TINY_IMAGE_SIZE, phantom_dir
 
 
@@ -38,7 +39,7 @@ def test_embeddings_are_the_models_own(tiny_run: Path, data: dict[str, DomainSpe
     emb = collect_embeddings(run, data)
     caches = {n: build_cache(data[n], image_size=TINY_IMAGE_SIZE) for n in TINY_DOMAINS}
     total = sum(len(c) for c in caches.values())
-    width = run.card["model"]["base_width"] * 2 ** (run.card["model"]["depth"] - 1)
+    width = run.card.model.base_width * 2 ** (run.card.model.depth - 1)
     assert emb.vectors.shape == (total, width)
     assert list(dict.fromkeys(emb.domains.tolist())) == list(TINY_DOMAINS)
     # Validation flags follow the run's checkpoint state.
@@ -52,7 +53,7 @@ def test_embeddings_are_the_models_own(tiny_run: Path, data: dict[str, DomainSpe
     module = run.domain("shoulder").module
     assert isinstance(module, DomainSegmenter)
     net = module.net
-    head = int(run.card["label_mapping"]["shoulder"]["head"])
+    head = run.card.label_mapping["shoulder"].head
     x = torch.from_numpy(np.array(caches["shoulder"].images[:5]))[:, None]
     with torch.inference_mode():
         expected = net.embed(x, head).numpy()

@@ -23,9 +23,10 @@ from pedseg.export.onnx import (
     load_onnx_model,
     read_onnx_metadata,
 )
-from pedseg.inference.runs import DomainSegmenter, LoadedRun, load_run
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.models.dsbn import DomainBatchNorm2d
+from pedseg.models.segmenter import DomainSegmenter
+from pedseg.runfolder.loading import LoadedRun, load_run
 from tests.conftest_runs import copy_run, single_thread
 
 
@@ -92,7 +93,7 @@ def test_metadata_round_trip(exported: tuple[LoadedRun, list[ExportReport]]) -> 
     assert json.loads(meta["labels"]) == {"1": "calcaneus", "2": "talus", "3": "tibia"}
     assert json.loads(meta["image_size"]) == [32, 32]
     assert meta["slice_axis"] == "auto" and meta["precision"] == "fp32"
-    assert meta["model_sha256"] == run.card["model_sha256"]
+    assert meta["model_sha256"] == run.card.model_sha256
     assert meta["scheme"] == "dsl-contrastive" and meta["arch"] == "unet"
     assert json.loads(meta["postprocess"]) == spec.postprocess.to_dict()
     raw = json.loads(meta["descriptor"])
@@ -155,7 +156,7 @@ def test_joint_and_baseline_runs_export_per_domain(
         assert out.shape == (1, classes, 32, 32)
         np.testing.assert_allclose(out, _torch(run, report.domain, x), atol=1e-4, rtol=0)
         meta = read_onnx_metadata(report.path)
-        assert meta["scheme"] == run.card["scheme"]
+        assert meta["scheme"] == run.card.scheme
         assert meta["model_sha256"] == run.domain(report.domain).model_sha256
 
 

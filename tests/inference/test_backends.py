@@ -31,8 +31,9 @@ cpu_only = pytest.mark.skipif(not NO_GPU, reason="needs a machine without a GPU"
 def tiny_domain_model(tmp_path: Path, *, classes: int = 3) -> tuple[Any, Path]:
     """A random tiny UNet for one domain, exported (and verified) by pedseg.export."""
     from pedseg.export.onnx import export_domain
-    from pedseg.inference.runs import DomainModel, DomainSegmenter
     from pedseg.models import ModelConfig, build_model
+    from pedseg.models.segmenter import DomainSegmenter
+    from pedseg.runfolder.loading import DomainModel
 
     torch.manual_seed(0)
     net = build_model(ModelConfig(base_width=4, depth=3), num_classes=[classes]).eval()

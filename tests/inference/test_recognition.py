@@ -15,21 +15,19 @@ from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError
-from pedseg.inference.recognition import (
-    PROFILE_FILE,
-    Candidate,
+from pedseg.inference.recognition import Candidate, Recognizer, recognizer_for
+from pedseg.io import read_volume
+from pedseg.io.volume import Volume
+from pedseg.runfolder import RunLayout
+from pedseg.runfolder.loading import load_run
+from pedseg.runfolder.profiles import (
     DomainProfile,
-    Recognizer,
     central_range,
     load_profiles,
     profile_from_embeddings,
     read_profile,
-    recognizer_for,
     write_profile,
 )
-from pedseg.inference.runs import load_run
-from pedseg.io import read_volume
-from pedseg.io.volume import Volume
 from tests.conftest_runs import single_thread
 
 DOMAINS = ("ankle", "shoulder")
@@ -50,7 +48,7 @@ def recognition_run(factory: pytest.TempPathFactory) -> Path:
     )
     with pytest.MonkeyPatch.context() as patch, single_thread():
         patch.setenv("PEDSEG_HOME", str(base / "home"))
-        patch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+        patch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
         specs = DomainRegistry(home=base / "home").resolve(
             DOMAINS, data={name: base / "ph" / name for name in DOMAINS}
         )
@@ -143,7 +141,7 @@ def test_profile_file_round_trip_and_staleness(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again_a.cross["b"], profiles[1].centroid)
     with pytest.raises(ModelError, match="stale"):
         read_profile(tmp_path, model_sha256="cd" * 32)
-    (tmp_path / PROFILE_FILE).unlink()
+    RunLayout(tmp_path).profiles.unlink()
     with pytest.raises(ModelError, match="pass --domain"):
         read_profile(tmp_path, model_sha256="ab" * 32)
 
@@ -288,7 +286,7 @@ def test_recognizer_needs_profiles(run: Path, tmp_path: Path) -> None:
     import shutil
 
     old = shutil.copytree(run, tmp_path / "old")
-    (old / PROFILE_FILE).unlink()
+    RunLayout(old).profiles.unlink()
     with pytest.raises(ModelError, match="trained before"):
         recognizer_for(old)
 
@@ -303,7 +301,7 @@ def test_extend_carries_the_profiles_and_adds_the_new_domain(run: Path, tmp_path
     knee = knee.with_data_root(run.parent / "ph" / "ankle")
     config = ExtendConfig(epochs=1, batch_size=4, steps_per_epoch=2, device="cpu")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pedseg.training.extend.plot_curves", lambda *a, **k: None)
+        patch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
         out = extend_run(run, knee, config=config, out=tmp_path / "ext").run_dir
     base = load_profiles(load_run(run))
     extended = load_profiles(load_run(out))

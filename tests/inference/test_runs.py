@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from pedseg.errors import ModelError, UnknownNameError
-from pedseg.inference.runs import DomainSegmenter, LoadedRun, load_run, resolve_run
 from pedseg.models.build import ModelConfig, build_model
-from pedseg.training.artifacts import set_last_run
+from pedseg.models.segmenter import DomainSegmenter
+from pedseg.runfolder.loading import LoadedRun, load_run
+from pedseg.runfolder.pointer import resolve_run, set_last_run
 from tests.conftest_runs import copy_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,14 +38,14 @@ def test_dsl_run_gives_each_domain_its_own_segmenter(tiny_run: Path) -> None:
     run = load_run(tiny_run)
     assert isinstance(run, LoadedRun)
     assert run.domains == ("ankle", "shoulder") and run.path == tiny_run
-    assert run.card["scheme"] == "dsl-contrastive"
+    assert run.card.scheme == "dsl-contrastive"
     x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     for head, name in enumerate(run.domains):
         model = run.domain(name)
         assert model.spec.name == name and model.spec.data is None
         assert model.image_size == (32, 32)
         assert model.scheme == "dsl-contrastive" and model.arch == "unet"
-        assert model.model_sha256 == run.card["model_sha256"]
+        assert model.model_sha256 == run.card.model_sha256
         assert not model.module.training
         with torch.no_grad():
             probabilities = model.module(x)
@@ -78,7 +79,7 @@ def test_joint_run_folds_other_domains_classes_into_background(tiny_joint_run: P
 
 def test_baseline_run_loads_each_member(tiny_baseline_run: Path) -> None:
     run = load_run(tiny_baseline_run)
-    assert run.card["kind"] == "baseline" and run.domains == ("ankle", "shoulder")
+    assert run.card.kind == "baseline" and run.domains == ("ankle", "shoulder")
     shas = set()
     for name in run.domains:
         model = run.domain(name)
@@ -100,7 +101,7 @@ def test_resolve_run_uses_the_last_run_or_says_how_to_fix(tiny_run: Path, tmp_pa
     with pytest.raises(ModelError, match="no trained model found.*--model"):
         resolve_run(None)
     set_last_run(tiny_run)
-    assert resolve_run(None) == tiny_run.resolve()
+    assert resolve_run(None).root == tiny_run.resolve()
     assert load_run(None).domains == ("ankle", "shoulder")
     with pytest.raises(ModelError, match="no such run folder"):
         resolve_run(tmp_path / "missing")

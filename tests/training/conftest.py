@@ -61,4 +61,4 @@ def tiny_config() -> Callable[..., TrainConfig]:
 @pytest.fixture
 def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip drawing curves.png (about a second per run); tests that check it do not use this."""
-    monkeypatch.setattr("pedseg.training.session.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)

@@ -14,13 +14,14 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pedseg.errors import ConfigError, DatasetError, OutputExistsError, UnknownNameError
-from pedseg.inference.runs import load_run
 from pedseg.io import read_volume, write_volume
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import ConvBlock
+from pedseg.runfolder.integrity import file_sha256
+from pedseg.runfolder.loading import load_run
+from pedseg.runfolder.pointer import last_run
 from pedseg.training.adapt import adapt_bn, collect_scans, reestimate_bn
-from pedseg.training.artifacts import file_sha256, last_run
 from tests.conftest_runs import copy_run, phantom_dir, single_thread
 
 
@@ -74,9 +75,11 @@ def test_adapt_changes_only_that_domains_running_statistics(
         "from_model_sha256": base_card["model_sha256"],
     }
     assert card["model_sha256"] == file_sha256(out / "model.safetensors") == report.model_sha256
-    assert {k: v for k, v in card.items() if k not in ("adapted", "model_sha256")} == {
-        k: v for k, v in base_card.items() if k != "model_sha256"
+    changed = ("adapted", "model_sha256", "artifacts")  # the profiles were re-made too
+    assert {k: v for k, v in card.items() if k not in changed} == {
+        k: v for k, v in base_card.items() if k not in changed
     }
+    assert set(card["artifacts"]) == {"domains.safetensors"}
     text = (out / "model.json").read_text()
     assert "site_" not in text and str(tmp_path) not in text  # no file names or paths
     names = ["domains.json", "domains.safetensors", "model.json", "model.safetensors"]

@@ -17,10 +17,12 @@ from safetensors.torch import load_file
 from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, OutputExistsError
-from pedseg.inference.runs import load_run
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.models.dsbn import DomainBatchNorm2d
-from pedseg.training.artifacts import file_sha256, last_run
+from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.integrity import file_sha256
+from pedseg.runfolder.loading import load_run
+from pedseg.runfolder.pointer import last_run
 from pedseg.training.base_run import check_dsbn, check_extendable
 from pedseg.training.events import TrainEvent
 from pedseg.training.extend import (
@@ -34,7 +36,7 @@ from tests.conftest_runs import copy_run, phantom_dir, single_thread
 
 @pytest.fixture(autouse=True)
 def _one_thread_no_plots(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr("pedseg.training.extend.plot_curves", lambda *a, **k: None)
+    monkeypatch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
     with single_thread():
         yield
 
@@ -175,22 +177,23 @@ def test_refuses_a_domain_the_model_already_has(tiny_run: Path, tmp_path: Path) 
     assert not (tmp_path / "out").exists()
 
 
+def _card(kind: str, scheme: str, norm: str | None) -> ModelCard:
+    model = None if norm is None else ModelConfig(norm=norm)
+    return ModelCard(kind=kind, scheme=scheme, domains=("a",), training={}, model=model)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("card", "reason"),
     [
-        ({"kind": "model", "scheme": "joint", "model": {"norm": "bn"}}, "joint"),
-        ({"kind": "baseline", "scheme": "baseline"}, "baseline"),
-        ({"kind": "model", "scheme": "future", "model": {"norm": "dsbn"}}, "only dsl"),
+        (_card("model", "joint", "bn"), "joint"),
+        (_card("baseline", "baseline", None), "baseline"),
+        (_card("model", "future", "dsbn"), "only dsl"),
     ],
 )
-def test_only_dsbn_schemes_can_be_extended(card: dict[str, object], reason: str) -> None:
+def test_only_dsbn_schemes_can_be_extended(card: ModelCard, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         check_dsbn(card, Path("RUN"), action="add a domain to")
-    check_extendable(
-        {"kind": "model", "scheme": "dsl", "model": {"norm": "dsbn"}, "domains": ["a"]},
-        Path("RUN"),
-        "b",
-    )
+    check_extendable(_card("model", "dsl", "dsbn"), Path("RUN"), "b")
 
 
 def test_config_is_validated() -> None:

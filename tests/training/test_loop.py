@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DeviceError, OutputExistsError, TrainingError
 from pedseg.models.build import ModelConfig, build_model
-from pedseg.training.artifacts import file_sha256, last_run
+from pedseg.runfolder.integrity import file_sha256
+from pedseg.runfolder.pointer import last_run
 from pedseg.training.config import TrainConfig
 from pedseg.training.events import TrainEvent
 from pedseg.training.loop import train

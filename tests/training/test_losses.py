@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,7 +15,7 @@ from pedseg.training.losses import (
     multi_domain_soft_dice,
     supervised_contrastive_loss,
 )
-from pedseg.training.step import compute_losses
+from pedseg.training.step import LossSpec, LossTerms, compute_losses
 
 # ----------------------------------------------------------------------------- Eq. 2
 
@@ -238,11 +239,14 @@ def test_compute_losses_adds_dice_only_when_asked(scheme: str) -> None:
     images = torch.randn(6, 1, 16, 16)
     targets = torch.cat([torch.randint(0, 3, (3, 16, 16)), torch.randint(0, 2, (3, 16, 16))])
     chunks = [(0, 3), (1, 3)]
-    plain = compute_losses(model, images, targets, chunks, scheme=scheme, tau=0.1, lam=0.1)
+    spec = LossSpec(scheme=scheme, tau=0.1, lam=0.1)
+    plain = LossTerms.named(compute_losses(model, images, targets, chunks, loss=spec).stacked())
     both = compute_losses(
-        model, images, targets, chunks, scheme=scheme, tau=0.1, lam=0.1, seg_loss="dice-ce"
+        model, images, targets, chunks, loss=dataclasses.replace(spec, seg_loss="dice-ce")
     )
-    ce, contrastive, total, dice = both.stacked().tolist()
-    assert plain.stacked().tolist()[3] == 0.0 and dice > 0.0
-    assert ce == pytest.approx(plain.stacked().tolist()[0])
-    assert total == pytest.approx(ce + dice + 0.1 * contrastive, rel=1e-6)
+    terms = LossTerms.named(both.stacked())
+    assert plain["dice"] == 0.0 and terms["dice"] > 0.0
+    assert terms["ce"] == pytest.approx(plain["ce"])
+    expected = terms["ce"] + terms["dice"] + 0.1 * terms["contrastive"]
+    assert terms["total"] == pytest.approx(expected, rel=1e-6)
+    assert (terms["contrastive"] > 0) == (scheme == "dsl-contrastive")

@@ -7,8 +7,10 @@ A checkpoint is a folder (``RUN/checkpoints/latest`` or ``best``) holding
   ``state.<param index>.<key>`` (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``);
 * ``rng.safetensors``: torch's CPU RNG state (uint8) and every CUDA device's (``cuda.<i>``);
 * ``state.json`` (written last): epoch, global step, config, the optimizer's param groups, Python's
-  and numpy's RNG states as plain lists, and whatever run state the loop adds (best metric,
-  validation case ids, descriptor hashes, the metrics history).
+  and numpy's RNG states as plain lists, whatever run state the loop adds (best metric,
+  validation case ids, descriptor hashes, the metrics history) and the SHA-256 of each
+  ``.safetensors`` file, checked before anything is restored (a damaged checkpoint is refused,
+  never resumed from).
 
 Writing is atomic per folder: everything goes into a hidden temporary folder, then the old folder is
 moved aside, the new one renamed into place and the old one deleted. If the process dies between the
@@ -31,11 +33,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from pedseg.errors import ModelError, TrainingError
+from pedseg.errors import IntegrityError, ModelError, OutputExistsError, TrainingError
+from pedseg.runfolder.integrity import file_sha256, verify_sha256
+from pedseg.runfolder.layout import RunLayout
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "check_run_dir",
     "find_checkpoint",
+    "has_checkpoint",
+    "list_checkpoints",
     "load_checkpoint",
     "restore_rng",
     "rng_state",
@@ -45,6 +52,10 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 STATE = "state.json"
+MODEL = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+RNG = "rng.safetensors"
+TENSOR_FILES = (MODEL, OPTIMIZER, RNG)
 
 
 def state_tensors(module: nn.Module) -> dict[str, Tensor]:
@@ -140,14 +151,15 @@ def save_checkpoint(
     try:
         groups, opt_tensors = _optimizer_payload(optimizer)
         rng_plain, rng_tensors = rng_state()
-        save_file(state_tensors(model), str(tmp / "model.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        save_file(state_tensors(model), str(tmp / MODEL))
+        save_file(opt_tensors, str(tmp / OPTIMIZER))
+        save_file(rng_tensors, str(tmp / RNG))
         payload = {
             "format": CHECKPOINT_FORMAT,
             **state,
             "optimizer": {"class": type(optimizer).__name__, "param_groups": groups},
             "rng": rng_plain,
+            "sha256": {name: file_sha256(tmp / name) for name in TENSOR_FILES},
         }
         with (tmp / STATE).open("w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=1)
@@ -162,6 +174,25 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_checkpoints(layout: RunLayout) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of every complete checkpoint of a run (``latest``, ``best``, ...)."""
+    parent = layout.checkpoint().parent
+    names = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    out: list[tuple[str, Path]] = []
+    for name in (n for n in names if not n.startswith(".")):
+        found = find_checkpoint(parent / name)
+        if found is not None:
+            out.append((name, found))
+    return out
+
+
+def has_checkpoint(layout: RunLayout) -> bool:
+    """True when the run (or one of its baseline members) holds a resumable checkpoint."""
+    members = layout.root / "baseline"
+    folders = [layout, *(RunLayout(f) for f in sorted(members.glob("*")) if f.is_dir())]
+    return any(find_checkpoint(f.checkpoint()) is not None for f in folders)
 
 
 def find_checkpoint(folder: Path) -> Path | None:
@@ -190,13 +221,57 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimizer and RNG states from ``folder``; return its ``state.json``."""
     state = read_state(folder)
+    verify_checkpoint(folder, state, files=TENSOR_FILES if optimizer is not None else (MODEL,))
     try:
-        weights = load_file(str(folder / "model.safetensors"))
+        weights = load_file(str(folder / MODEL))
         model.load_state_dict(weights, strict=True)
         if optimizer is not None:
             groups = state["optimizer"]["param_groups"]
-            _restore_optimizer(optimizer, groups, load_file(str(folder / "optimizer.safetensors")))
-            restore_rng(state["rng"], load_file(str(folder / "rng.safetensors")))
+            _restore_optimizer(optimizer, groups, load_file(str(folder / OPTIMIZER)))
+            restore_rng(state["rng"], load_file(str(folder / RNG)))
     except (OSError, SafetensorError, KeyError, RuntimeError, ValueError) as exc:
         raise ModelError(f"checkpoint {folder} cannot be loaded: {exc}") from exc
     return state
+
+
+def verify_checkpoint(
+    folder: Path, state: dict[str, Any], *, files: tuple[str, ...] = TENSOR_FILES
+) -> None:
+    """Refuse a checkpoint whose tensor files do not match the SHA-256 in its ``state.json``."""
+    recorded = state.get("sha256")
+    if not isinstance(recorded, dict):
+        raise IntegrityError(
+            f"checkpoint {folder}: {STATE} records no SHA-256 of its files (written by an older "
+            "pedseg, or edited); it cannot be checked, so it is not resumed from: start a new run"
+        )
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"checkpoint {folder}: {name} is missing; start a new run")
+        verify_sha256(
+            path,
+            str(recorded.get(name)),
+            recorded_in=folder / STATE,
+            fix="start a new run, or restore the checkpoint",
+        )
+
+
+def checkpoint_weights(folder: Path) -> Path:
+    """The verified weights file of a checkpoint folder (for reading snapshots)."""
+    verify_checkpoint(folder, read_state(folder), files=(MODEL,))
+    return folder / MODEL
+
+
+def check_run_dir(out: Path, *, resume: bool, has_checkpoint: bool) -> None:
+    """Refuse to start over a non-empty folder, or to resume without a checkpoint."""
+    if resume:
+        if not has_checkpoint:
+            raise TrainingError(
+                f"cannot resume {out}: it holds no checkpoint (checkpoints/latest); "
+                "start a new run without --resume"
+            )
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(
+            out, "pass --resume to continue that run, or choose another output folder"
+        )

@@ -2,7 +2,8 @@
 
 See :mod:`pedseg.inference.recognition` for the geometry and how profiles identify scans. A run holds
 ``domains.safetensors`` (centroids and origin; metadata: spread and the weights' SHA-256) and the
-readable ``domains.json``. Profiles are computed at the end of training from the saved best weights.
+readable ``domains.json``; the card records the profile file's SHA-256, checked on every read.
+Profiles are computed at the end of training from the saved best weights.
 
 Cross centroids: besides its own cluster, domain ``k``'s profile holds, for every other domain ``j``
 whose training scans were available, the centroid of ``j``'s scans *preprocessed as k and embedded
@@ -17,30 +18,29 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from pedseg.data.sampler import seeded_rng
 from pedseg.errors import ModelError
 from pedseg.io.atomic import atomic_path
+from pedseg.runfolder.card import read_card, write_card
+from pedseg.runfolder.integrity import file_sha256, verify_sha256
+from pedseg.runfolder.layout import RunLayout
+from pedseg.runfolder.loading import LoadedRun, load_run
 
 if TYPE_CHECKING:
     from pedseg.domains.spec import DomainSpec
-    from pedseg.inference.runs import LoadedRun
-    from pedseg.training.prepare import DomainData
 
 __all__ = [
     "CENTRAL_FRACTION",
     "MAX_PROFILE_SLICES",
     "OOD_THRESHOLD",
-    "PROFILE_FILE",
     "DomainProfile",
     "central_range",
     "cross_slices",
@@ -49,21 +49,17 @@ __all__ = [
     "profile_from_embeddings",
     "read_profile",
     "store_profile",
-    "training_slices",
     "write_profile",
 ]
 
 logger = logging.getLogger(__name__)
 
-PROFILE_FILE = "domains.safetensors"
-SUMMARY_FILE = "domains.json"
 PROFILE_FORMAT = 1
 OOD_THRESHOLD = 1.25  # measured on held-out real scans: benchmarks/results/recognition.md
 """A scan is out-of-distribution when its chosen domain's median normalised distance is above this."""
 MAX_PROFILE_SLICES = 2000
 CENTRAL_FRACTION = 0.8
 _MIN_SCALE = 1e-4  # floor of the 95th percentile used as the distance unit
-_PROFILE_STREAM = 0xD0C5
 CROSS_SLICES_PER_CASE = 16
 Embedder = Callable[[Tensor], Tensor]
 
@@ -152,10 +148,14 @@ def profile_from_embeddings(
     )
 
 
-def write_profile(run_dir: Path, profiles: Sequence[DomainProfile], *, model_sha256: str) -> Path:
-    """Write ``domains.safetensors`` and ``domains.json`` into ``run_dir`` (atomically each)."""
+def write_profile(
+    run_dir: Path | RunLayout, profiles: Sequence[DomainProfile], *, model_sha256: str
+) -> Path:
+    """Write ``domains.safetensors`` and ``domains.json`` into the run folder (atomically each)
+    and record the profile file's SHA-256 in the run's card (when the folder has one)."""
     from safetensors.numpy import save_file
 
+    layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
     summary = {p.name: {**p.summary(), "cross": sorted(p.cross)} for p in profiles}
     header = {"format": PROFILE_FORMAT, "model_sha256": model_sha256, "domains": summary}
     tensors = {f"centroid.{p.name}": np.ascontiguousarray(p.centroid) for p in profiles}
@@ -163,25 +163,39 @@ def write_profile(run_dir: Path, profiles: Sequence[DomainProfile], *, model_sha
         for other, centroid in p.cross.items():
             tensors[f"cross.{p.name}.{other}"] = np.ascontiguousarray(centroid, dtype=np.float32)
     tensors["origin"] = np.ascontiguousarray(profiles[0].origin, dtype=np.float32)
-    target = Path(run_dir) / PROFILE_FILE
+    target = layout.profiles
     with atomic_path(target, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata={"profile": json.dumps(header)})
     note = {**header, "ood_threshold": OOD_THRESHOLD, "distance": "cosine, unit = p95"}
-    with atomic_path(Path(run_dir) / SUMMARY_FILE, overwrite=True) as tmp:
+    with atomic_path(layout.profile_summary, overwrite=True) as tmp:
         tmp.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    if layout.card.is_file():  # a run folder: its card records the profiles' hash
+        card = read_card(layout)
+        write_card(layout, card.with_artifact(layout.relative(target), file_sha256(target)))
     return target
 
 
-def read_profile(run_dir: Path, *, model_sha256: str) -> dict[str, DomainProfile]:
-    """The profiles stored in ``run_dir``; :class:`ModelError` when absent, damaged or stale."""
+def read_profile(
+    run_dir: Path | RunLayout, *, model_sha256: str, sha256: str | None = None
+) -> dict[str, DomainProfile]:
+    """The profiles stored in a run folder; :class:`ModelError` when absent, damaged or stale.
+
+    ``sha256``: the profile file's hash as its card records it (default: read from the card);
+    a mismatch is an :class:`~pedseg.errors.IntegrityError`. Profiles no card records (format 1
+    cards, a folder without a card) are read unchecked."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(run_dir) / PROFILE_FILE
+    layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
+    path = layout.profiles
     if not path.is_file():
         raise ModelError(
-            f"{run_dir}: domain recognition is unavailable: the run has no {PROFILE_FILE} "
+            f"{layout.root}: domain recognition is unavailable: the run has no {path.name} "
             "(trained before pedseg stored domain profiles); pass --domain NAME, or retrain"
         )
+    if sha256 is None and layout.card.is_file():
+        sha256 = read_card(layout).artifacts.get(layout.relative(path))
+    if sha256 is not None:
+        verify_sha256(path, sha256, recorded_in=layout.card, fix="delete it or retrain")
     try:
         with safe_open(str(path), framework="numpy") as handle:
             header = json.loads((handle.metadata() or {})["profile"])
@@ -214,15 +228,18 @@ def read_profile(run_dir: Path, *, model_sha256: str) -> dict[str, DomainProfile
 def load_profiles(run: LoadedRun) -> dict[str, DomainProfile]:
     """Every domain's profile of a loaded run (a baseline run: from each member folder)."""
     out: dict[str, DomainProfile] = {}
-    members = run.card.get("members") if run.card.get("kind") == "baseline" else None
     for name in run.domains:
-        folder = run.path
-        if isinstance(members, dict):
-            folder = run.path.joinpath(*PurePosixPath(str(members.get(name))).parts)
-        profiles = read_profile(folder, model_sha256=run.models[name].model_sha256)
+        model = run.models[name]
+        layout = model.layout if model.layout is not None else run.layout
+        card = run.card if layout == run.layout else read_card(layout)
+        profiles = read_profile(
+            layout,
+            model_sha256=model.model_sha256,
+            sha256=card.artifacts.get(layout.relative(layout.profiles)),
+        )
         if name not in profiles:
             raise ModelError(
-                f"{folder / PROFILE_FILE}: holds no profile of domain {name!r}; domain "
+                f"{layout.profiles}: holds no profile of domain {name!r}; domain "
                 "recognition is unavailable: pass --domain NAME, or retrain"
             )
         out[name] = profiles[name]
@@ -251,24 +268,6 @@ def embed_slices(
     return _unit(np.concatenate(parts))
 
 
-def training_slices(
-    data: DomainData, *, limit: int = MAX_PROFILE_SLICES, seed: int = 0
-) -> np.ndarray:
-    """The profile slices of a domain's training cases (see the module docstring): (N, H, W)."""
-    train = set(data.train_cases)
-    ranges = [
-        np.arange(case.start + lo, case.start + hi)
-        for case in data.cache.cases
-        if case.case_id in train
-        for lo, hi in [central_range(case.num_slices)]
-    ]
-    indices = np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
-    if indices.size > limit:
-        rng = seeded_rng(_PROFILE_STREAM, seed, zlib.crc32(data.spec.name.encode("utf-8")))
-        indices = np.sort(rng.choice(indices, size=limit, replace=False))
-    return np.asarray(data.cache.images[indices], dtype=np.float32)
-
-
 def store_profile(
     run_dir: Path,
     slices: Mapping[str, np.ndarray],
@@ -282,12 +281,11 @@ def store_profile(
     the ``carry`` profiles of the other domains. ``cross[k][j]``: domain ``j``'s slices preprocessed
     as ``k`` (:func:`cross_slices`), giving the cross centroid ``c_kj`` of ``k``'s profile (added to
     those it carries). Skipped (``None``, logged) without weights."""
-    from pedseg.inference.runs import load_run
-
-    if not (Path(run_dir) / "model.json").is_file():
+    layout = RunLayout(run_dir)
+    if not layout.card.is_file():
         logger.info("%s: no model was saved; no domain profile written", run_dir)
         return None
-    run = load_run(run_dir)
+    run = load_run(layout)
     profiles: dict[str, DomainProfile] = dict(carry or {})
     embedded: dict[str, np.ndarray] = {}
     for name, images in slices.items():
@@ -324,7 +322,7 @@ def store_profile(
         return None
     ordered = [profiles[name] for name in run.domains]
     sha = run.domain(run.domains[0]).model_sha256
-    path = write_profile(run_dir, ordered, model_sha256=sha)
+    path = write_profile(layout, ordered, model_sha256=sha)
     logger.info("wrote the domain profiles of %s to %s", ", ".join(run.domains), path)
     return path
 

@@ -1,0 +1,396 @@
+"""The model card (``RUN/model.json``): a typed, validated record of a trained run.
+
+A card of kind ``model`` describes one network: its :class:`~pedseg.models.build.ModelConfig`, the
+classes of each head, the in-plane size, the domains in model order with their full descriptors and
+content hashes, each domain's label mapping, the training configuration (no case ids, no paths), the
+best epoch and metric, the SHA-256 of the weights and of every other artifact written since
+(``artifacts``: domain profiles, ONNX exports), and where it came from (``extended_from``,
+``adapted``). A card of kind ``baseline`` lists one member run folder per domain (``members``).
+
+Format history: 1 (pedseg 0.1 before the run-folder contract) had no ``artifacts``; it is read as
+format 2 with no artifact hashes recorded. Cards of a newer format are refused with the version that
+wrote them. Unknown fields are refused: a card is never half-understood.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pedseg import __version__
+from pedseg.domains.spec import DomainSpec, parse_descriptor
+from pedseg.errors import ConfigError, DescriptorError, ModelError
+from pedseg.io.atomic import write_text_atomic
+from pedseg.models.build import ModelConfig
+from pedseg.models.mapping import LabelMapping
+from pedseg.runfolder.layout import RunLayout
+
+__all__ = ["CARD_FORMAT", "CardKind", "ModelCard", "read_card", "write_card"]
+
+CARD_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+CardKind = Literal["model", "baseline"]
+KINDS: tuple[str, ...] = ("model", "baseline")
+_FIELDS = {
+    "format",
+    "kind",
+    "pedseg_version",
+    "scheme",
+    "domains",
+    "descriptor_hashes",
+    "training",
+    "model",
+    "num_classes",
+    "image_size",
+    "descriptors",
+    "label_mapping",
+    "best_epoch",
+    "best_metric",
+    "model_sha256",
+    "artifacts",
+    "extended_from",
+    "adapted",
+    "members",
+}
+_MODEL_FIELDS = ("model", "num_classes", "image_size", "descriptors", "label_mapping")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """``model.json`` as typed data (see the module docstring); build it, then :func:`write_card`."""
+
+    kind: CardKind
+    scheme: str
+    domains: tuple[str, ...]
+    training: Mapping[str, Any]
+    descriptors: Mapping[str, DomainSpec] = field(default_factory=dict)
+    descriptor_hashes: Mapping[str, str] = field(default_factory=dict)
+    model: ModelConfig | None = None
+    num_classes: tuple[int, ...] = ()
+    image_size: tuple[int, int] | None = None
+    label_mapping: Mapping[str, LabelMapping] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    model_sha256: str = ""
+    artifacts: Mapping[str, str] = field(default_factory=dict)
+    extended_from: Mapping[str, Any] | None = None
+    adapted: Mapping[str, Any] | None = None
+    members: Mapping[str, str] = field(default_factory=dict)
+    pedseg_version: str = __version__
+
+    @classmethod
+    def for_model(
+        cls,
+        *,
+        scheme: str,
+        specs: Sequence[DomainSpec],
+        model: ModelConfig,
+        mappings: Sequence[LabelMapping],
+        image_size: tuple[int, int],
+        training: Mapping[str, Any],
+        best_epoch: int = 0,
+        best_metric: float | None = None,
+    ) -> ModelCard:
+        """The card of one network over ``specs`` (weights hash added by the writer)."""
+        heads: list[int] = []
+        for mapping in mappings:
+            if mapping.head == len(heads):
+                heads.append(mapping.num_classes)
+        return cls(
+            kind="model",
+            scheme=scheme,
+            domains=tuple(spec.name for spec in specs),
+            training=dict(training),
+            descriptors={spec.name: spec for spec in specs},
+            descriptor_hashes={spec.name: spec.content_hash() for spec in specs},
+            model=model,
+            num_classes=tuple(heads),
+            image_size=(int(image_size[0]), int(image_size[1])),
+            label_mapping={m.domain: m for m in mappings},
+            best_epoch=best_epoch,
+            best_metric=best_metric,
+        )
+
+    @classmethod
+    def for_baseline(cls, *, specs: Sequence[DomainSpec], training: Mapping[str, Any]) -> ModelCard:
+        """The top-level card of a baseline run: one member run folder per domain."""
+        return cls(
+            kind="baseline",
+            scheme="baseline",
+            domains=tuple(spec.name for spec in specs),
+            training=dict(training),
+            descriptor_hashes={spec.name: spec.content_hash() for spec in specs},
+            members={spec.name: RunLayout.member_name(spec.name) for spec in specs},
+        )
+
+    # ------------------------------------------------------------------------------ queries
+    def spec(self, name: str) -> DomainSpec:
+        """The descriptor of domain ``name`` (kind ``model``)."""
+        return self.descriptors[name]
+
+    def with_domain(self, spec: DomainSpec, mapping: LabelMapping) -> ModelCard:
+        """This card with ``spec`` appended (a new head of ``mapping.num_classes`` classes)."""
+        return replace(
+            self,
+            domains=(*self.domains, spec.name),
+            descriptors={**self.descriptors, spec.name: spec},
+            descriptor_hashes={**self.descriptor_hashes, spec.name: spec.content_hash()},
+            num_classes=(*self.num_classes, mapping.num_classes),
+            label_mapping={**self.label_mapping, spec.name: mapping},
+        )
+
+    def with_artifact(self, relative: str, sha256: str | None) -> ModelCard:
+        """This card recording (or, with ``None``, forgetting) an artifact's SHA-256."""
+        artifacts = {k: v for k, v in self.artifacts.items() if k != relative}
+        if sha256 is not None:
+            artifacts[relative] = sha256
+        return replace(self, artifacts=dict(sorted(artifacts.items())))
+
+    # ------------------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types in the order a reader expects them."""
+        out: dict[str, Any] = {
+            "format": CARD_FORMAT,
+            "kind": self.kind,
+            "pedseg_version": self.pedseg_version,
+            "scheme": self.scheme,
+            "domains": list(self.domains),
+            "descriptor_hashes": dict(self.descriptor_hashes),
+            "training": dict(self.training),
+        }
+        if self.kind == "baseline":
+            out["members"] = dict(self.members)
+            return out
+        if self.model is None or self.image_size is None:
+            raise ModelError("a card of kind 'model' needs its model config and image size")
+        out.update(
+            model=self.model.to_dict(),
+            num_classes=list(self.num_classes),
+            image_size=list(self.image_size),
+            descriptors={n: self.descriptors[n].to_dict(include_data=False) for n in self.domains},
+            label_mapping={n: self.label_mapping[n].to_dict() for n in self.domains},
+            best_epoch=self.best_epoch,
+            best_metric=self.best_metric,
+            model_sha256=self.model_sha256,
+            artifacts=dict(self.artifacts),
+        )
+        if self.extended_from is not None:
+            out["extended_from"] = dict(self.extended_from)
+        if self.adapted is not None:
+            out["adapted"] = dict(self.adapted)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Any, *, where: Path | str) -> ModelCard:
+        """Validate a parsed ``model.json``; :class:`ModelError` naming ``where`` and the field."""
+        return _Parser(where).card(raw)
+
+
+def read_card(layout: RunLayout | Path) -> ModelCard:
+    """The card of a run folder; :class:`ModelError` when missing, unreadable or invalid."""
+    layout = layout if isinstance(layout, RunLayout) else RunLayout(layout)
+    where = layout.card
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(
+            f"{layout.root}: not a run folder (no {where.name}); pass a folder written by "
+            "`pedseg train`"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"{where}: unreadable ({exc}); retrain or restore the file") from exc
+    return ModelCard.from_json(raw, where=where)
+
+
+def write_card(layout: RunLayout | Path, card: ModelCard) -> None:
+    """Write ``model.json`` atomically."""
+    layout = layout if isinstance(layout, RunLayout) else RunLayout(layout)
+    write_text_atomic(layout.card, json.dumps(card.to_json(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------- parsing
+class _Parser:
+    """Field-by-field validation with one-line errors naming the card file and the field."""
+
+    def __init__(self, where: Path | str) -> None:
+        self.where = where
+
+    def fail(self, message: str) -> ModelError:
+        return ModelError(f"{self.where}: {message}")
+
+    def card(self, raw: Any) -> ModelCard:
+        if not isinstance(raw, dict):
+            raise self.fail(f"must hold a JSON object, got {type(raw).__name__}")
+        self.check_format(raw)
+        unknown = sorted(set(raw) - _FIELDS)
+        if unknown:
+            raise self.fail(
+                f"unknown field {unknown[0]!r}; the file was not written by pedseg, or edited"
+            )
+        kind = raw.get("kind")
+        if kind not in KINDS:
+            raise self.fail(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        domains = self.names(raw, "domains")
+        common: dict[str, Any] = {
+            "scheme": self.typed(raw, "scheme", str),
+            "domains": domains,
+            "training": self.typed(raw, "training", dict),
+            "descriptor_hashes": self.hashes(raw, domains),
+            "pedseg_version": str(raw.get("pedseg_version", "unknown")),
+        }
+        if kind == "baseline":
+            return ModelCard(kind="baseline", members=self.members(raw, domains), **common)
+        return self.model_card(raw, domains, common)
+
+    def check_format(self, raw: Mapping[str, Any]) -> None:
+        version = raw.get("format")
+        if isinstance(version, int) and not isinstance(version, bool):
+            if version in READABLE_FORMATS:
+                return
+            if version > CARD_FORMAT:
+                raise self.fail(
+                    f"unknown model format {version}: written by pedseg "
+                    f"{raw.get('pedseg_version', 'unknown')}, newer than this one ({__version__}, "
+                    f"reads formats {READABLE_FORMATS[0]}-{CARD_FORMAT}); upgrade pedseg to load it"
+                )
+        raise self.fail(
+            f"unknown model format {version!r} (this pedseg reads formats "
+            f"{READABLE_FORMATS[0]}-{CARD_FORMAT}); load it with the pedseg version that wrote it "
+            f"({raw.get('pedseg_version', 'unknown')})"
+        )
+
+    def model_card(
+        self, raw: Mapping[str, Any], domains: tuple[str, ...], common: dict[str, Any]
+    ) -> ModelCard:
+        for key in _MODEL_FIELDS:
+            if key not in raw:
+                raise self.fail(f"field {key!r} is missing; the file is damaged: retrain")
+        try:
+            model = ModelConfig.from_dict(self.typed(raw, "model", dict))
+        except ConfigError as exc:
+            raise self.fail(f"field 'model' is invalid: {exc}") from None
+        num_classes = self.int_list(raw, "num_classes")
+        size = self.int_list(raw, "image_size")
+        if len(size) != 2:
+            raise self.fail(f"image_size must be [H, W], got {raw['image_size']!r}")
+        descriptors = {name: self.spec(raw, name, common["descriptor_hashes"]) for name in domains}
+        mappings = {name: self.mapping(raw, descriptors[name], num_classes) for name in domains}
+        best = raw.get("best_metric")
+        if best is not None and (
+            isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
+        ):
+            raise self.fail(f"best_metric must be a finite number or null, got {best!r}")
+        return ModelCard(
+            kind="model",
+            model=model,
+            num_classes=num_classes,
+            image_size=(size[0], size[1]),
+            descriptors=descriptors,
+            label_mapping=mappings,
+            best_epoch=self.int_value(raw, "best_epoch", default=0),
+            best_metric=None if best is None else float(best),
+            model_sha256=self.sha(raw.get("model_sha256"), "model_sha256"),
+            artifacts={
+                str(k): self.sha(v, f"artifacts.{k}")
+                for k, v in self.typed(raw, "artifacts", dict, default={}).items()
+            },
+            extended_from=self.typed(raw, "extended_from", dict, default=None),
+            adapted=self.typed(raw, "adapted", dict, default=None),
+            **common,
+        )
+
+    # -- single fields
+    def typed(self, raw: Mapping[str, Any], key: str, kind: type, *, default: Any = ...) -> Any:
+        if key not in raw and default is not ...:
+            return default
+        value = raw.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self.fail(
+                f"field {key!r} is missing or invalid ({value!r}); the file is damaged: "
+                "retrain or restore it"
+            )
+        return value
+
+    def int_value(self, raw: Mapping[str, Any], key: str, *, default: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(f"{key} must be a non-negative integer, got {value!r}")
+        return value
+
+    def int_list(self, raw: Mapping[str, Any], key: str) -> tuple[int, ...]:
+        values = self.typed(raw, key, list)
+        if not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+        ):
+            raise self.fail(f"{key} must be a list of positive integers, got {values!r}")
+        return tuple(values)
+
+    def names(self, raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        names = self.typed(raw, key, list)
+        if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise self.fail(f"field {key!r} must list distinct domain names")
+        return tuple(names)
+
+    def sha(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or len(value) != 64:
+            raise self.fail(f"{key} must be a hex SHA-256, got {value!r}")
+        return value
+
+    def hashes(self, raw: Mapping[str, Any], domains: Sequence[str]) -> dict[str, str]:
+        hashes = self.typed(raw, "descriptor_hashes", dict)
+        missing = [name for name in domains if name not in hashes]
+        if missing:
+            raise self.fail(f"descriptor_hashes has no entry for domain {missing[0]!r}")
+        return {name: self.sha(hashes[name], f"descriptor_hashes.{name}") for name in domains}
+
+    def members(self, raw: Mapping[str, Any], domains: Sequence[str]) -> dict[str, str]:
+        members = self.typed(raw, "members", dict)
+        out: dict[str, str] = {}
+        for name in domains:
+            relative = members.get(name)
+            if not isinstance(relative, str) or RunLayout(Path()).resolve_member(relative) is None:
+                raise self.fail(
+                    f"members.{name} must be a relative folder inside the run, got {relative!r}"
+                )
+            out[name] = relative
+        return out
+
+    def spec(self, raw: Mapping[str, Any], name: str, hashes: Mapping[str, str]) -> DomainSpec:
+        entry = self.typed(raw, "descriptors", dict).get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("labels"), dict):
+            raise self.fail(f"descriptors.{name} is missing or invalid")
+        try:
+            entry = {**entry, "labels": {int(k): v for k, v in entry["labels"].items()}}
+            spec = parse_descriptor(entry, source=f"{self.where}: descriptors.{name}")
+        except (ValueError, DescriptorError) as exc:
+            raise self.fail(f"descriptors.{name} is invalid: {exc}") from exc
+        if spec.name != name:
+            raise self.fail(f"descriptors.{name} names domain {spec.name!r}")
+        if spec.content_hash() != hashes[name]:
+            raise self.fail(
+                f"descriptor of domain {name!r} does not match its recorded hash; the file was "
+                "edited: restore it or retrain"
+            )
+        return spec
+
+    def mapping(
+        self, raw: Mapping[str, Any], spec: DomainSpec, num_classes: Sequence[int]
+    ) -> LabelMapping:
+        where = f"label_mapping.{spec.name}"
+        try:
+            mapping = LabelMapping.from_dict(
+                spec.name, self.typed(raw, "label_mapping", dict).get(spec.name)
+            )
+        except ValueError as exc:
+            raise self.fail(f"{where} {exc}; retrain") from None
+        if not 0 <= mapping.head < len(num_classes):
+            raise self.fail(f"{where}: head {mapping.head} is not in [0, {len(num_classes)})")
+        if mapping.num_classes != num_classes[mapping.head] or set(mapping.classes) != set(
+            spec.label_ids
+        ):
+            raise self.fail(f"{where} does not match the descriptor's labels or heads; retrain")
+        return mapping

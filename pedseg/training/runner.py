@@ -1,0 +1,284 @@
+"""The epoch runner: one loop for every kind of training (``train``, ``add-domain --to-model``).
+
+Per epoch: ``job.steps`` balanced, augmented batches (Adam), then validation on the held-out cases,
+then (rank 0) the ``latest`` checkpoint and, when the mean validation Dice improves or ties (ties go
+to the later epoch), the ``best`` checkpoint, the weights and the card; ``metrics.csv`` is rewritten
+from the run's history each epoch and ``curves.png`` when epochs are slow or the run ends. A
+non-finite loss stops the run with a :class:`TrainingError` naming the epoch and step before any
+weight is updated with it, and no checkpoint is ever written from non-finite weights.
+
+What differs between kinds of training is data in the :class:`Job`: which parameters the optimizer
+holds, how the network is put in training mode (``set_mode``), how batch chunks are routed to heads
+(``route``), what the loss is made of (``loss``), and the card and checkpoint state it writes.
+The library never prints: progress goes to ``callback`` and to :mod:`logging`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pedseg.data.augment import AugmentConfig
+from pedseg.data.sampler import BalancedSampler
+from pedseg.errors import TrainingError
+from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.checkpoint import save_checkpoint
+from pedseg.runfolder.layout import RunLayout
+from pedseg.runfolder.metrics import plot_curves, write_metrics_csv
+from pedseg.runfolder.writer import save_model
+from pedseg.runtime import autocast
+from pedseg.training import distributed as dist_utils
+from pedseg.training.config import TrainConfig
+from pedseg.training.distributed import DistInfo
+from pedseg.training.events import EventKind, TrainEvent
+from pedseg.training.prepare import DomainData
+from pedseg.training.resume import RunState
+from pedseg.training.step import (
+    LOSS_TERMS,
+    HostBatch,
+    LossSpec,
+    LossTerms,
+    compute_losses,
+    gather_batch,
+    to_device,
+)
+from pedseg.training.validate import validate
+
+__all__ = ["Job", "run_epochs"]
+
+logger = logging.getLogger(__name__)
+VALIDATION_BATCH = 16
+CURVES_EVERY_EPOCH_AFTER_S = 20.0
+"""Redraw ``curves.png`` after every epoch only when epochs are this slow (drawing costs ~1 s);
+otherwise it is drawn when the run ends."""
+
+Route = Callable[[Sequence[tuple[int, int]]], list[tuple[int, int]]]
+
+
+@dataclass
+class Job:
+    """One model's training, as the epoch runner sees it.
+
+    Args:
+        config: the run's config (for an extension, the equivalent single-domain config).
+        domains: the training data, in sampler order.
+        layout: the run folder written to (rank 0).
+        model: the unwrapped network (validated, checkpointed, saved).
+        forward: what computes the losses (the model, DDP-wrapped and/or compiled).
+        loss: the loss terms; route: (domain, count) chunks -> (head, count) the network runs.
+        set_mode: puts the network in its training mode (called each epoch and after validation).
+        make_card: the card of the weights being saved, from the run state.
+        state_extra: more fields for every checkpoint's ``state.json``.
+        label: how log lines name an epoch ("epoch", "extension epoch").
+    """
+
+    config: TrainConfig
+    domains: Sequence[DomainData]
+    layout: RunLayout
+    model: nn.Module
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: BalancedSampler
+    run: RunState
+    info: DistInfo
+    device: torch.device
+    steps: int
+    loss: LossSpec
+    route: Route
+    set_mode: Callable[[], object]
+    make_card: Callable[[RunState], ModelCard]
+    channels_last: bool = False
+    amp: torch.dtype | None = None
+    callback: Callable[[TrainEvent], None] | None = None
+    member: str | None = None
+    state_extra: Mapping[str, Any] | None = None
+    label: str = "epoch"
+
+    def emit(self, kind: EventKind, **fields: Any) -> None:
+        if self.callback is not None and self.info.is_main:
+            self.callback(
+                TrainEvent(
+                    kind=kind,
+                    epochs=self.config.epochs,
+                    global_step=self.run.global_step,
+                    model=self.member,
+                    **fields,
+                )
+            )
+
+
+def run_epochs(job: Job) -> None:
+    """Train from the epoch after ``job.run.epoch`` to ``job.config.epochs``, then draw the
+    curves (rank 0), also when the run stops with an error."""
+    try:
+        for epoch in range(job.run.epoch + 1, job.config.epochs + 1):
+            _run_epoch(job, epoch)
+    finally:
+        if job.info.is_main and job.run.history:
+            plot_curves(job.layout.curves, job.run.history)
+
+
+def _host_batches(job: Job, epoch: int) -> Iterator[HostBatch]:
+    """This rank's batches of an epoch, prefetched by ``num_workers`` threads when asked."""
+    info, steps = job.info, job.steps
+
+    def make(step: int) -> HostBatch:
+        batch = job.sampler.batch(epoch, step).shard(info.rank, info.world_size)
+        return gather_batch(job.domains, batch)
+
+    workers = job.config.num_workers
+    if workers == 0:
+        for step in range(1, steps + 1):
+            yield make(step)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pedseg-batch") as pool:
+        pending: list[Future[HostBatch]] = []
+        next_step = 1
+        for _ in range(steps):
+            while next_step <= steps and len(pending) <= workers:
+                pending.append(pool.submit(make, next_step))
+                next_step += 1
+            yield pending.pop(0).result()
+
+
+def _run_epoch(job: Job, epoch: int) -> None:
+    config, run = job.config, job.run
+    augment = AugmentConfig() if config.augment else None
+    active = job.loss.active_terms()
+    job.set_mode()
+    job.emit("epoch_start", epoch=epoch, steps=job.steps)
+    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+    started = time.perf_counter()
+    for step, host in enumerate(_host_batches(job, epoch), start=1):
+        step_start = time.perf_counter()
+        images, targets = to_device(
+            host,
+            device=job.device,
+            channels_last=job.channels_last,
+            augment=augment,
+            global_size=config.batch_size,
+            seed=config.seed,
+            epoch=epoch,
+            step=step,
+        )
+        with autocast(job.device, job.amp):
+            terms = compute_losses(
+                job.forward,
+                images,
+                targets,
+                host.chunks,
+                loss=job.loss,
+                route=job.route(host.chunks),
+            )
+        values = dist_utils.all_reduce_mean(terms.stacked(), job.info).to("cpu", torch.float64)
+        named = LossTerms.named(values.tolist())
+        if not bool(torch.isfinite(values).all()):
+            shown = ", ".join(f"{name} {named[name]}" for name in active)
+            raise TrainingError(
+                f"non-finite loss at {job.label} {epoch}, step {step} (global step "
+                f"{run.global_step + 1}): {shown}; lower the learning rate (lr={config.lr}) or "
+                "check the data; the checkpoints hold the last finite epoch"
+            )
+        job.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        job.optimizer.step()
+        run.global_step += 1
+        sums += values
+        seconds = max(time.perf_counter() - step_start, 1e-9)
+        job.emit(
+            "step",
+            epoch=epoch,
+            step=step,
+            steps=job.steps,
+            losses={name: named[name] for name in active},
+            slices_per_s=config.batch_size / seconds,
+        )
+    train_seconds = max(time.perf_counter() - started, 1e-9)
+    means = LossTerms.named((sums / job.steps).tolist())
+    row: dict[str, float | int] = {
+        "epoch": epoch,
+        "step": run.global_step,
+        **{f"loss_{name}": means[name] for name in LOSS_TERMS},
+    }
+    _finish_epoch(job, row, started=started, train_seconds=train_seconds)
+
+
+def _check_finite_weights(model: nn.Module, epoch: int) -> None:
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(
+                f"non-finite weights ({name}) after epoch {epoch}; not saving them; the "
+                "checkpoints hold the last finite epoch; lower the learning rate"
+            )
+
+
+def _finish_epoch(
+    job: Job, row: dict[str, float | int], *, started: float, train_seconds: float
+) -> None:
+    """Validate, record the epoch and (rank 0) write checkpoints and artifacts."""
+    run, config, epoch = job.run, job.config, int(row["epoch"])
+    _check_finite_weights(job.model, epoch)
+    is_best = False
+    if job.info.is_main:
+        metrics = validate(
+            job.model,
+            job.domains,
+            device=job.device,
+            batch_size=VALIDATION_BATCH,
+            channels_last=job.channels_last,
+            amp=job.amp,
+        )
+        job.set_mode()
+        row.update(metrics)
+        row["lr"] = float(job.optimizer.param_groups[0]["lr"])
+        row["seconds"] = time.perf_counter() - started
+        row["slices_per_s"] = job.steps * config.batch_size / train_seconds
+        run.epoch = epoch
+        run.history.append(dict(row))
+        # Ties go to the later epoch: while validation Dice is still flat (often 0 early on for small
+        # structures), the most trained weights are the better "best", not epoch 1's.
+        is_best = metrics["val_dice"] >= run.best_metric
+        if is_best:
+            run.best_metric = metrics["val_dice"]
+            run.best_epoch = epoch
+        _write_epoch(job, is_best=is_best)
+        if row["seconds"] >= CURVES_EVERY_EPOCH_AFTER_S:
+            plot_curves(job.layout.curves, run.history)
+        logger.info(
+            "%s %d/%d: loss %.4f, val Dice %.4f%s",
+            job.label,
+            epoch,
+            config.epochs,
+            row["loss_total"],
+            metrics["val_dice"],
+            " (best)" if is_best else "",
+        )
+    else:
+        run.epoch = epoch
+    dist_utils.barrier(job.info)
+    job.emit("epoch_end", epoch=epoch, steps=job.steps, metrics=dict(row), is_best=is_best)
+
+
+def _write_epoch(job: Job, *, is_best: bool) -> None:
+    run, layout = job.run, job.layout
+    state = run.to_json(
+        config=job.config,
+        specs=[d.spec for d in job.domains],
+        val_cases={d.spec.name: d.val_cases for d in job.domains},
+        world_size=job.info.world_size,
+    )
+    state.update(job.state_extra or {})
+    for name in ("latest", "best") if is_best else ("latest",):
+        save_checkpoint(
+            layout.checkpoint(name), model=job.model, optimizer=job.optimizer, state=state
+        )
+    if is_best:
+        save_model(layout, job.model, job.make_card(run))
+    write_metrics_csv(layout.metrics, run.history)
