@@ -76,6 +76,11 @@ class ModelError(PedsegError):
     """A trained model, checkpoint or export is missing, corrupt or incompatible."""
 
 
+class ProfileUnavailableError(ModelError):
+    """A model carries no domain profiles (trained before them, or an ONNX export): domain
+    recognition is unavailable by design, not because something is damaged."""
+
+
 class IntegrityError(ModelError):
     """An artifact's bytes do not match the SHA-256 recorded when pedseg wrote it."""
 

@@ -1,15 +1,13 @@
 """``pedseg predict INPUT… [--domain NAME]``: segment volumes with a trained run or an ONNX export.
 
-Without ``--domain`` each scan's domain is recognised from the scan (:mod:`pedseg.inference.recognition`,
-needs a run folder with domain profiles) and the cases are predicted domain by domain into the same
-output folder. With ``--domain`` a run's profiles (when present) check every scan: a scan that looks
-like another domain or like none of them gets a yellow warning and a ``recognition`` entry in its JSON.
+Without ``--domain`` each scan's domain is recognised from the scan (needs a run folder with domain
+profiles); with it, a run's profiles (when present) check every scan. Either way all cases are
+planned once and predicted in input order into the same place (:mod:`pedseg.inference.batch`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,13 +23,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pedseg.cli.options import device_option, model_option, out_option, quiet_option
 from pedseg.cli.render import console
 
 if TYPE_CHECKING:
-    from pedseg.inference.batch import BatchEvent, BatchOptions, BatchResult, Case, Recognize
+    from pedseg.inference.batch import BatchEvent, BatchResult
     from pedseg.inference.predictor import Predictor
-    from pedseg.inference.recognition import Recognition, Recognizer
-    from pedseg.io.volume import Volume
+    from pedseg.inference.routing import Router
 
 logger = logging.getLogger(__name__)
 
@@ -48,24 +46,19 @@ def predict(
         "-d",
         help="Domain (dataset) the inputs belong to (default: recognised from each scan).",
     ),
-    model: Path | None = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Run folder, or a folder of exported .onnx files (default: the most recent run).",
+    model: Path | None = model_option(
+        "Run folder, or a folder of exported .onnx files (default: the most recent run)."
     ),
-    out: Path = typer.Option(
+    out: Path = out_option(
         DEFAULT_OUT,
-        "--out",
-        "-o",
-        help="Output folder; for a single input file also a label map path such as seg.nii.gz.",
+        "Output folder; for a single input file also a label map path such as seg.nii.gz.",
     ),
     backend: str | None = typer.Option(
         None,
         "--backend",
         help="onnx | torch (default: onnx where the run has an export, else torch).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = device_option(),
     batch_size: int = typer.Option(8, "--batch-size", help="Slices per network call."),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz (float32)."
@@ -89,11 +82,20 @@ def predict(
         help="Warn when a scan's median distance to its domain exceeds this many p95 units "
         "(default: pedseg's, see docs/recognition.md).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = quiet_option("No progress bar."),
 ) -> None:
     """Segment volumes; writes label maps with the inputs' exact geometry."""
-    from pedseg.inference.batch import BatchOptions
+    from pedseg.inference.batch import BatchOptions, PredictorPool, plan_batch, predict_batch
     from pedseg.inference.predictor import open_predictor
+
+    options = BatchOptions(
+        out=out,
+        save_probabilities=save_probabilities,
+        preview=preview,
+        overwrite=overwrite,
+        resume=resume,
+    )
+    plan = plan_batch(inputs, out, options.request)  # refuses bad outputs before any work
 
     def opener(name: str) -> Predictor:
         predictor = open_predictor(
@@ -113,107 +115,37 @@ def predict(
         )
         return predictor
 
-    options = BatchOptions(
-        out=out,
-        save_probabilities=save_probabilities,
-        preview=preview,
-        overwrite=overwrite,
-        resume=resume,
-    )
-
-    def recognizer() -> Recognizer:
-        from pedseg.inference.recognition import recognizer_for
-
-        return recognizer_for(model, device=device, threshold=ood_threshold)
-
+    pool = PredictorPool(opener)
+    if domain is not None:
+        pool.get(domain)  # an unknown domain or a bad model fails before any case
+    router = _router(model, domain, device=device, threshold=ood_threshold)
     with _Display(quiet=quiet) as display:
-        if domain is None:
-            result = _predict_recognised(opener, inputs, options, display, recognizer)
-        else:
-            result = _predict_domain(opener(domain), inputs, options, display, recognizer)
+        result = predict_batch(plan, options, pool=pool, router=router, callback=display)
     _summary(result, out)
     if result.failed:
         raise typer.Exit(1)
 
 
-def _predict_domain(
-    predictor: Predictor,
-    inputs: list[Path],
-    options: BatchOptions,
-    display: _Display,
-    make_recognizer: Callable[[], Recognizer],
-) -> BatchResult:
-    """One domain; each scan is checked against the run's domain profiles where it has them."""
-    from pedseg.errors import ModelError
-    from pedseg.inference.batch import predict_cases
+def _router(
+    model: Path | None, domain: str | None, *, device: str, threshold: float | None
+) -> Router:
+    """Recognition for every scan without ``--domain``; with it, the profile check when the run
+    has profiles (when it has none, or they are damaged, a warning says the checks are off)."""
+    from pedseg.errors import ModelError, ProfileUnavailableError
+    from pedseg.inference.recognition import recognizer_for
+    from pedseg.inference.routing import fixed_domain, recognised_domain
 
-    domain = predictor.spec.name
-    recognize: Recognize | None = None
+    if domain is None:
+        return recognised_domain(recognizer_for(model, device=device, threshold=threshold))
     try:
-        recognizer = make_recognizer()
+        recognizer = recognizer_for(model, device=device, threshold=threshold)
+    except ProfileUnavailableError as exc:
+        logger.info("no domain checks: %s", exc)
+        return fixed_domain(domain)
     except ModelError as exc:
-        logger.info("no domain recognition warnings: %s", exc)
-    else:
-
-        def recognize(case: Case, volume: Volume) -> dict[str, object]:
-            entry = recognizer.identify(volume).to_dict(expected=domain)
-            if "warning" in entry:
-                _warn(case.name, str(entry["warning"]))
-            return entry
-
-    return predict_cases(predictor, inputs, options, callback=display, recognize=recognize)
-
-
-def _predict_recognised(
-    opener: Callable[[str], Predictor],
-    inputs: list[Path],
-    options: BatchOptions,
-    display: _Display,
-    make_recognizer: Callable[[], Recognizer],
-) -> BatchResult:
-    """Recognise every scan's domain first, then predict the cases domain by domain."""
-    from pedseg.errors import PedsegError
-    from pedseg.inference.batch import BatchResult, collect_cases, plan_outputs, predict_cases
-    from pedseg.io import read_volume
-
-    recognizer = make_recognizer()
-    cases = collect_cases(inputs)
-    plan_outputs(cases, options, inputs=inputs)  # refuse bad outputs before any work
-    found: dict[str, Recognition] = {}
-    groups: dict[str, list[Case]] = {}
-    for case in cases:
-        try:
-            found[case.name] = recognition = recognizer.identify(read_volume(case.source))
-        except PedsegError:  # predicted with the first domain, where it fails and is recorded
-            groups.setdefault(recognizer.domains[0], []).append(case)
-            continue
-        groups.setdefault(recognition.domain, []).append(case)
-        console.print(
-            f"{escape(case.name)}: domain {recognition.domain} "
-            f"({recognition.confidence:.0%} of slices)",
-            soft_wrap=True,
-        )
-        warning = recognition.warning()
-        if warning is not None:
-            _warn(case.name, warning)
-
-    def recognize(case: Case, volume: Volume) -> dict[str, object] | None:
-        recognition = found.get(case.name)
-        return None if recognition is None else recognition.to_dict()
-
-    results: list[BatchResult] = []
-    for name in recognizer.domains:
-        if name in groups:
-            sources = [case.source for case in groups[name]]
-            results.append(
-                predict_cases(opener(name), sources, options, callback=display, recognize=recognize)
-            )
-    return BatchResult(
-        tuple(r for result in results for r in result.results),
-        results[-1].manifest,
-        results[-1].backend,
-        results[-1].device,
-    )
+        _warn("domain checks are off", str(exc))
+        return fixed_domain(domain)
+    return fixed_domain(domain, recognizer)
 
 
 def _warn(case: str, message: str) -> None:
@@ -221,13 +153,17 @@ def _warn(case: str, message: str) -> None:
 
 
 def _summary(result: BatchResult, out: Path) -> None:
-    done, skipped = result.count("done"), result.count("skipped")
+    done, skipped, busy = result.count("done"), result.count("skipped"), result.count("busy")
     parts = [f"{done} case{'s' if done != 1 else ''} predicted"]
     if skipped:
         parts.append(f"{skipped} already done")
+    if busy:
+        parts.append(f"{busy} left to another running pedseg")
     if result.failed:
         parts.append(f"{len(result.failed)} failed")
     where = result.manifest if result.manifest is not None else out
+    if result.manifest is None and (result.failed or not done):
+        where = out.parent if out.suffix else out  # the label map was not written
     line = f"{', '.join(parts)} ({result.backend} on {result.device}); see {where}"
     mark = "[red]✗[/]" if result.failed else "[green]✓[/]"
     console.print(f"{mark} {line}", soft_wrap=True)
@@ -236,7 +172,7 @@ def _summary(result: BatchResult, out: Path) -> None:
 
 
 class _Display:
-    """A rich progress bar over cases (nothing when quiet or not a terminal)."""
+    """A rich progress bar over cases (nothing when quiet), and the per-case lines."""
 
     def __init__(self, *, quiet: bool) -> None:
         self.progress: Progress | None = None if quiet else _make_progress()
@@ -252,6 +188,11 @@ class _Display:
             self.progress.stop()
 
     def __call__(self, event: BatchEvent) -> None:
+        if event.kind == "routed" and event.case is not None and event.route is not None:
+            if event.route.summary is not None:
+                console.print(f"{escape(event.case.name)}: {event.route.summary}", soft_wrap=True)
+            for warning in event.route.warnings:
+                _warn(event.case.name, warning)
         progress = self.progress
         if progress is None:
             return
@@ -265,6 +206,8 @@ class _Display:
             result = event.result
             if result.status == "done":
                 progress.console.print(f"  {result.case.name}: done in {result.seconds:.1f} s")
+            elif result.status == "busy":
+                progress.console.print(f"  {result.case.name}: {result.reason}")
             progress.advance(self.task)
 
 

@@ -1,16 +1,18 @@
-"""Predicting many cases: inputs -> cases, outputs, the run manifest, ``--continue``.
+"""Predicting many cases into one place: the per-case workflow, ``--continue`` and concurrency.
 
-Layout. With a folder ``OUT`` (several inputs, a folder input, or ``--out`` without a volume
-suffix) every case writes ``OUT/<case>.nii.gz``, ``OUT/<case>.json`` and, when asked,
-``OUT/<case>_probabilities.nii.gz`` and ``OUT/<case>_preview.png``; ``OUT/pedseg-predict.json``
-(the manifest) records each case as done or failed (with the reason), its files and the model hash.
-A single input file may instead name its label map (``--out seg.nii.gz``): the other files sit beside
-it (``seg.json``, ...) and no manifest is written.
+A command plans its cases and outputs once (:func:`~pedseg.inference.cases.plan_batch`), refuses
+existing outputs before any work (unless ``overwrite``, or ``resume`` for cases that are done or
+that an interrupted run of pedseg left unfinished), then for each case, in input order:
 
-Safety. Inputs are checked before anything runs: every output must lie outside the input folders,
-no two inputs may map to one case name, and existing outputs are refused without ``overwrite``.
-A case is read and predicted fully in memory before its first file is written; its files are written
-to temporary names and moved into place together, so a failing case leaves nothing behind.
+1. takes the case's lock in the output folder (a case another process works on is ``busy``);
+2. re-reads its manifest record (a case another process finished meanwhile is ``skipped``);
+3. records it ``running`` with the outputs it will write, removes temporary files a killed run left;
+4. reads the scan, routes it to a domain (:mod:`pedseg.inference.routing`), predicts it fully in
+   memory and writes all its files to temporary names, moved into place together;
+5. records it ``done`` (or ``failed`` with the reason), then releases its lock.
+
+A failing case leaves none of its files behind and does not stop the others. See
+:mod:`pedseg.inference.manifest` for the folder's state and locks.
 """
 
 from __future__ import annotations
@@ -18,25 +20,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pedseg.errors import ConfigError, OutputExistsError, PedsegError, VolumeError
-from pedseg.inference.predictor import Predictor
-from pedseg.inference.report import (
-    MANIFEST_NAME,
-    RunManifest,
-    case_report,
-    write_preview,
-    write_report,
+from pedseg.errors import OutputExistsError, PedsegError
+from pedseg.inference.cases import (
+    BatchPlan,
+    Case,
+    CaseOutputs,
+    OutputRequest,
+    collect_cases,
+    plan_batch,
 )
-from pedseg.io import is_volume_path, read_volume, write_like
+from pedseg.inference.manifest import (
+    MANIFEST_NAME,
+    FolderLock,
+    OutputManifest,
+    remove_stale_temporaries,
+)
+from pedseg.inference.predictor import Predictor
+from pedseg.inference.report import case_report, write_preview, write_report
+from pedseg.inference.routing import Route, Router, fixed_domain
+from pedseg.io import read_volume, write_like
 from pedseg.io.atomic import atomic_path
-from pedseg.io.readers import volume_suffix
 from pedseg.io.volume import Volume
-from pedseg.io.writers import OUTPUT_SUFFIXES
 
 __all__ = [
     "MANIFEST_NAME",
@@ -46,37 +55,16 @@ __all__ = [
     "Case",
     "CaseOutputs",
     "CaseResult",
+    "PredictorPool",
     "collect_cases",
-    "plan_outputs",
+    "plan_batch",
+    "predict_batch",
     "predict_cases",
 ]
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["done", "failed", "skipped"]
-Recognize = Callable[["Case", Volume], "dict[str, Any] | None"]
-
-
-@dataclass(frozen=True)
-class Case:
-    """One input volume (file or DICOM series folder) and its name in the outputs."""
-
-    name: str
-    source: Path
-
-
-@dataclass(frozen=True)
-class CaseOutputs:
-    """Where a case's files go (``None``: not asked for)."""
-
-    labels: Path
-    report: Path
-    probabilities: Path | None = None
-    preview: Path | None = None
-
-    def files(self) -> list[Path]:
-        paths = [self.labels, self.probabilities, self.report, self.preview]
-        return [p for p in paths if p is not None]
+Status = Literal["done", "failed", "skipped", "busy"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +77,10 @@ class BatchOptions:
     overwrite: bool = False
     resume: bool = False
 
+    @property
+    def request(self) -> OutputRequest:
+        return OutputRequest(probabilities=self.save_probabilities, preview=self.preview)
+
 
 @dataclass(frozen=True)
 class CaseResult:
@@ -98,17 +90,21 @@ class CaseResult:
     reason: str = ""
     report: dict[str, Any] | None = None
     seconds: float = 0.0
+    domain: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class BatchEvent:
-    """Progress: ``start`` (total known), ``case_start`` and ``case_end`` (with the result)."""
+    """Progress: ``start`` (total known), ``case_start``, ``routed`` (the case's :class:`Route`:
+    domain, warnings), ``case_end`` (with the result)."""
 
-    kind: Literal["start", "case_start", "case_end"]
+    kind: Literal["start", "case_start", "routed", "case_end"]
     index: int
     total: int
     case: Case | None = None
     result: CaseResult | None = None
+    route: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -126,105 +122,24 @@ class BatchResult:
         return sum(1 for r in self.results if r.status == status)
 
 
-# ------------------------------------------------------------------------------------- planning
-def case_name(path: Path) -> str:
-    """A case's name: the file name without its volume suffix, or the DICOM folder's name."""
-    if path.is_dir():
-        return path.name
-    suffix = volume_suffix(path)
-    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+@dataclass
+class PredictorPool:
+    """One predictor per domain, opened on first use by ``opener``."""
 
+    opener: Callable[[str], Predictor]
+    opened: dict[str, Predictor] = field(default_factory=dict)
 
-def collect_cases(inputs: Sequence[Path]) -> list[Case]:
-    """Cases of the given files, DICOM series folders and folders of volumes, in input order."""
-    if not inputs:
-        raise ConfigError(
-            "give at least one input: a volume file, a folder of them or a DICOM folder"
-        )
-    cases: list[Case] = []
-    for item in inputs:
-        if not item.exists():
-            raise VolumeError(item, "does not exist")
-        if item.is_dir() and not is_volume_path(item):
-            found = sorted(p for p in item.iterdir() if is_volume_path(p))
-            if not found:
-                raise ConfigError(
-                    f"{item}: holds no volumes (.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr) "
-                    "or DICOM series folders"
-                )
-            cases.extend(Case(case_name(p), p) for p in found)
-        else:
-            cases.append(Case(case_name(item), item))
-    seen: dict[str, Path] = {}
-    for case in cases:
-        if case.name in seen:
-            raise ConfigError(
-                f"inputs {seen[case.name]} and {case.source} both map to the output name "
-                f"{case.name!r}; predict them into different --out folders"
-            )
-        seen[case.name] = case.source
-    return cases
+    def get(self, domain: str) -> Predictor:
+        if domain not in self.opened:
+            self.opened[domain] = self.opener(domain)
+        return self.opened[domain]
 
-
-def is_single_file_out(cases: Sequence[Case], out: Path) -> bool:
-    """One case and ``out`` named like a volume file: ``out`` is the label map itself."""
-    return len(cases) == 1 and volume_suffix(out) in OUTPUT_SUFFIXES and not out.is_dir()
-
-
-def plan_outputs(
-    cases: Sequence[Case], options: BatchOptions, *, inputs: Sequence[Path] = ()
-) -> tuple[dict[str, CaseOutputs], Path | None]:
-    """Every case's output files and the manifest path (None in single-file mode); refuses outputs
-    equal to an input or inside an input folder (``inputs``: what the user named)."""
-    out = options.out
-    plans: dict[str, CaseOutputs] = {}
-    manifest: Path | None = None
-    if is_single_file_out(cases, out):
-        suffix = volume_suffix(out)
-        stem = out.with_name(out.name[: len(out.name) - len(suffix)])
-        plans[cases[0].name] = _outputs(stem, suffix, options)
-    else:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(
-                f"--out {out}: is a file; give a folder (or a .nii.gz file for one input)"
-            )
-        for case in cases:
-            plans[case.name] = _outputs(out / case.name, ".nii.gz", options)
-        manifest = out / MANIFEST_NAME
-    _check_outside_inputs([*inputs, *(case.source for case in cases)], out, plans)
-    return plans, manifest
-
-
-def _outputs(stem: Path, suffix: str, options: BatchOptions) -> CaseOutputs:
-    return CaseOutputs(
-        labels=stem.with_name(stem.name + suffix),
-        report=stem.with_name(stem.name + ".json"),
-        probabilities=(
-            stem.with_name(stem.name + "_probabilities" + suffix)
-            if options.save_probabilities
-            else None
-        ),
-        preview=stem.with_name(stem.name + "_preview.png") if options.preview else None,
-    )
-
-
-def _check_outside_inputs(
-    sources: Sequence[Path], out: Path, plans: dict[str, CaseOutputs]
-) -> None:
-    target = out.resolve()
-    inputs = {source.resolve() for source in sources}
-    for folder in (p for p in inputs if p.is_dir()):
-        if target == folder or target.is_relative_to(folder):
-            raise ConfigError(
-                f"--out {out} is inside the input folder {folder}; choose an output folder "
-                "outside the inputs"
-            )
-    for plan in plans.values():
-        for path in plan.files():
-            if path.resolve() in inputs:
-                raise ConfigError(
-                    f"output {path} would replace an input file; choose another --out"
-                )
+    def model_of(self, domain: str) -> str | None:
+        """The model hash domain ``domain`` is predicted with (``None``: not in this model)."""
+        try:
+            return self.get(domain).info.model_sha256
+        except PedsegError:
+            return None
 
 
 # -------------------------------------------------------------------------------------- running
@@ -234,85 +149,200 @@ def predict_cases(
     options: BatchOptions,
     *,
     callback: Callable[[BatchEvent], None] | None = None,
-    recognize: Recognize | None = None,
+    router: Router | None = None,
 ) -> BatchResult:
-    """Predict every input case; failures of one case (bad input, ...) do not stop the others.
-    ``recognize(case, volume)`` gives the ``recognition`` entry of a case's report (or None)."""
-    cases = collect_cases(inputs)
-    plans, manifest_path = plan_outputs(cases, options, inputs=inputs)
-    manifest = RunManifest.load(manifest_path)
-    sha = predictor.info.model_sha256
+    """Predict every input case with one domain's ``predictor`` (see :func:`predict_batch`)."""
     domain = predictor.spec.name
-    skip = {
-        c.name
-        for c in cases
-        if options.resume
-        and manifest.is_done(c.name, plans[c.name].files(), model_sha256=sha, domain=domain)
-    }
-    if not options.overwrite:
-        _refuse_existing([plans[c.name] for c in cases if c.name not in skip])
-    manifest.start(domain=domain, model_sha256=sha)
-    emit = callback if callback is not None else (lambda event: None)
-    emit(BatchEvent("start", 0, len(cases)))
-    results: list[CaseResult] = []
-    for index, case in enumerate(cases):
-        emit(BatchEvent("case_start", index, len(cases), case=case))
-        if case.name in skip:
-            result = CaseResult(case, "skipped", tuple(plans[case.name].files()), "done before")
-        else:
-            result = _run_case(predictor, case, plans[case.name], options, manifest, recognize)
-            _record(manifest, result)
-        results.append(result)
-        emit(BatchEvent("case_end", index, len(cases), case=case, result=result))
-    return BatchResult(
-        tuple(results), manifest_path, predictor.backend.name, predictor.backend.device
+    plan = plan_batch(inputs, options.out, options.request)
+    pool = PredictorPool(lambda name: predictor, {domain: predictor})
+    return predict_batch(
+        plan, options, pool=pool, router=router or fixed_domain(domain), callback=callback
     )
 
 
-def _run_case(
-    predictor: Predictor,
-    case: Case,
-    plan: CaseOutputs,
+def predict_batch(
+    plan: BatchPlan,
     options: BatchOptions,
-    manifest: RunManifest,
-    recognize: Recognize | None = None,
-) -> CaseResult:
-    start = time.perf_counter()
+    *,
+    pool: PredictorPool,
+    router: Router,
+    callback: Callable[[BatchEvent], None] | None = None,
+) -> BatchResult:
+    """Predict every case of ``plan`` (see the module docstring); failures of one case (bad
+    input, ...) do not stop the others."""
+    emit = callback if callback is not None else (lambda event: None)
+    with _folder_state(plan) as (lock, manifest):
+        run = _Run(plan, options, pool, router, emit, lock, manifest)
+        skip = {c.name for c in plan.cases if options.resume and run.is_done(c)}
+        owned = {c.name: run.owned(c) for c in plan.cases}
+        if not options.overwrite:
+            _refuse_existing(plan, [c for c in plan.cases if c.name not in skip], owned)
+        emit(BatchEvent("start", 0, len(plan.cases)))
+        results: list[CaseResult] = []
+        for index, case in enumerate(plan.cases):
+            emit(BatchEvent("case_start", index, len(plan.cases), case=case))
+            if case.name in skip:
+                result = CaseResult(case, "skipped", tuple(plan.files(case)), "done before")
+            else:
+                result = run.locked_case(index, case, owned[case.name])
+            results.append(result)
+            emit(BatchEvent("case_end", index, len(plan.cases), case=case, result=result))
+    used = list(pool.opened.values())
+    backend = used[-1].backend if used else None
+    return BatchResult(
+        tuple(results),
+        manifest.path if manifest is not None else None,
+        backend.name if backend is not None else "none",
+        backend.device if backend is not None else "none",
+    )
+
+
+@contextlib.contextmanager
+def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputManifest | None]]:
+    if plan.folder is None:
+        yield None, None
+        return
     try:
-        report = predict_case(
-            predictor, case, plan, overwrite=options.overwrite, recognize=recognize
+        plan.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PedsegError(f"--out {plan.folder}: cannot create the folder ({exc})") from exc
+    with FolderLock(plan.folder) as lock:
+        yield lock, OutputManifest(plan.folder, lock)
+
+
+def _refuse_existing(plan: BatchPlan, cases: Sequence[Case], owned: dict[str, set[Path]]) -> None:
+    existing = [
+        p for case in cases for p in plan.files(case) if p.exists() and p not in owned[case.name]
+    ]
+    if existing:
+        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            existing[0], f"pass --overwrite to replace it{more}, or --continue to skip done cases"
         )
-    except (PedsegError, MemoryError) as error:
-        reason = str(error) if isinstance(error, PedsegError) else "out of memory"
-        logger.info("case %s failed: %s", case.name, reason)
-        return CaseResult(case, "failed", reason=reason, seconds=time.perf_counter() - start)
-    except BaseException as error:  # a bug or an interrupt: record it, then let it propagate
-        reason = f"interrupted ({type(error).__name__})"
-        _record(manifest, CaseResult(case, "failed", reason=reason))
-        raise
-    seconds = time.perf_counter() - start
-    return CaseResult(case, "done", tuple(plan.files()), report=report, seconds=seconds)
+
+
+@dataclass
+class _Run:
+    """One :func:`predict_batch` call's state: what every case's workflow needs."""
+
+    plan: BatchPlan
+    options: BatchOptions
+    pool: PredictorPool
+    router: Router
+    emit: Callable[[BatchEvent], None]
+    lock: FolderLock | None
+    manifest: OutputManifest | None
+
+    def is_done(self, case: Case) -> bool:
+        """Recorded done by the model its domain is predicted with, every output present."""
+        entry = self.manifest.entry(case.name) if self.manifest is not None else None
+        if self.manifest is None or entry is None or entry.get("status") != "done":
+            return False
+        domain = entry.get("domain")
+        model = self.pool.model_of(domain) if isinstance(domain, str) else None
+        return model is not None and self.manifest.is_done(
+            case.name, self.plan.files(case), model_sha256=model, domain=domain
+        )
+
+    def owned(self, case: Case) -> set[Path]:
+        """Outputs of ``case`` an unfinished earlier run left: replaced on ``--continue``."""
+        if self.manifest is None or not self.options.resume:
+            return set()
+        names = self.manifest.owned_outputs(case.name)
+        return {p for p in self.plan.files(case) if self.manifest.relative(p) in names}
+
+    def locked_case(self, index: int, case: Case, owned: set[Path]) -> CaseResult:
+        """Steps 1-5 of the module docstring for one case."""
+        files = self.plan.files(case)
+        if self.lock is not None and not self.lock.try_case(case.name):
+            return CaseResult(case, "busy", reason="another pedseg process is predicting it")
+        try:
+            if self.manifest is not None:
+                if not self.options.overwrite and self.is_done(case):
+                    return CaseResult(case, "skipped", tuple(files), "done by another process")
+                owned = owned | self.owned(case)
+                remove_stale_temporaries(files)
+                self.manifest.record(
+                    case.name,
+                    status="running",
+                    source=case.source,
+                    outputs=files,
+                    domain=None,
+                    model_sha256=None,
+                )
+            replace = self.options.overwrite or all(p in owned for p in files if p.exists())
+            result = self.run_case(index, case, replace)
+            if self.manifest is not None:
+                _record(self.manifest, result)
+            return result
+        finally:
+            if self.lock is not None:
+                self.lock.release_case(case.name)
+
+    def run_case(self, index: int, case: Case, replace: bool) -> CaseResult:
+        start = time.perf_counter()
+        route: Route | None = None
+        try:
+            volume = read_volume(case.source)
+            read_s = time.perf_counter() - start
+            t1 = time.perf_counter()
+            route = self.router(case, volume)
+            timings = {"read": read_s}
+            if route.recognition is not None:
+                timings["recognition"] = time.perf_counter() - t1
+            self.emit(BatchEvent("routed", index, len(self.plan.cases), case=case, route=route))
+            report = predict_case(
+                self.pool.get(route.domain),
+                case,
+                self.plan.outputs[case.name],
+                volume,
+                route=route,
+                timings=timings,
+                overwrite=replace,
+            )
+        except (PedsegError, MemoryError) as error:
+            reason = str(error) if isinstance(error, PedsegError) else "out of memory"
+            logger.info("case %s failed: %s", case.name, reason)
+            return CaseResult(
+                case,
+                "failed",
+                reason=reason,
+                seconds=time.perf_counter() - start,
+                domain=route.domain if route is not None else None,
+                warnings=route.warnings if route is not None else (),
+            )
+        except BaseException as error:  # a bug or an interrupt: record it, then let it propagate
+            if self.manifest is not None:  # its files, if any got in place, are ours to replace
+                reason = f"interrupted ({type(error).__name__})"
+                files = tuple(self.plan.files(case))
+                _record(self.manifest, CaseResult(case, "failed", files, reason=reason))
+            raise
+        return CaseResult(
+            case,
+            "done",
+            tuple(self.plan.files(case)),
+            report=report,
+            seconds=time.perf_counter() - start,
+            domain=route.domain,
+            warnings=route.warnings,
+        )
 
 
 def predict_case(
     predictor: Predictor,
     case: Case,
     plan: CaseOutputs,
+    volume: Volume,
     *,
+    route: Route | None = None,
+    timings: dict[str, float] | None = None,
     overwrite: bool = False,
-    recognize: Recognize | None = None,
 ) -> dict[str, Any]:
-    """Read, predict and write one case; returns its report. All or nothing on disk."""
+    """Predict one read case and write its files; returns its report. All or nothing on disk."""
     t0 = time.perf_counter()
-    volume = read_volume(case.source)
-    t1 = time.perf_counter()
-    recognition = recognize(case, volume) if recognize is not None else None
-    recognition_s = time.perf_counter() - t1
     prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
     spec = predictor.spec
-    timings = {"read": t1 - t0, **prediction.timings}
-    if recognition is not None:
-        timings["recognition"] = recognition_s
+    timings = {**(timings or {}), **prediction.timings}
     names = {"labels": plan.labels.name, "report": plan.report.name}
     if plan.probabilities is not None:
         names["probabilities"] = plan.probabilities.name
@@ -337,7 +367,9 @@ def predict_case(
                 overwrite=True,
             )
         timings["write"] = time.perf_counter() - t2
-        timings["total"] = time.perf_counter() - t0
+        timings["total"] = sum(v for k, v in timings.items() if k in ("read", "recognition")) + (
+            time.perf_counter() - t0
+        )
         report = case_report(
             case=case.name,
             source=case.source,
@@ -354,27 +386,21 @@ def predict_case(
             timings=timings,
             outputs=names,
         )
-        if recognition is not None:
-            report["recognition"] = recognition
+        if route is not None and route.recognition is not None:
+            report["recognition"] = route.recognition
         tmp = stack.enter_context(atomic_path(plan.report, overwrite=overwrite))
         write_report(tmp, report, overwrite=True)
     return report
 
 
-def _record(manifest: RunManifest, result: CaseResult) -> None:
+def _record(manifest: OutputManifest, result: CaseResult) -> None:
+    report = result.report or {}
     manifest.record(
         result.case.name,
-        status=result.status,
+        status="done" if result.status == "done" else "failed",
         source=result.case.source,
         outputs=result.outputs,
+        domain=result.domain,
+        model_sha256=report.get("model_sha256"),
         reason=result.reason,
     )
-
-
-def _refuse_existing(plans: Sequence[CaseOutputs]) -> None:
-    existing = [p for plan in plans for p in plan.files() if p.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
-        raise OutputExistsError(
-            existing[0], f"pass --overwrite to replace it{more}, or --continue to skip done cases"
-        )

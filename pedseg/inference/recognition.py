@@ -43,7 +43,7 @@ import torch
 
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, ModelError
+from pedseg.errors import ConfigError, ModelError, ProfileUnavailableError
 from pedseg.io.volume import Volume
 from pedseg.runfolder.profiles import (
     OOD_THRESHOLD,
@@ -228,7 +228,7 @@ def recognizer_for(
     from pedseg.runtime import resolve_device
 
     if model is not None and is_onnx_source(Path(model).expanduser()):
-        raise ModelError(
+        raise ProfileUnavailableError(
             f"{model}: ONNX exports carry no embedding, so the scans' domain cannot be "
             "recognised; pass --domain NAME, or --model with the run folder"
         )

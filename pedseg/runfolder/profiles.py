@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pedseg.errors import ModelError
+from pedseg.errors import ModelError, ProfileUnavailableError
 from pedseg.io.atomic import atomic_path
 from pedseg.runfolder.card import read_card, write_card
 from pedseg.runfolder.integrity import file_sha256, verify_sha256
@@ -188,7 +188,7 @@ def read_profile(
     layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
     path = layout.profiles
     if not path.is_file():
-        raise ModelError(
+        raise ProfileUnavailableError(
             f"{layout.root}: domain recognition is unavailable: the run has no {path.name} "
             "(trained before pedseg stored domain profiles); pass --domain NAME, or retrain"
         )

@@ -126,3 +126,49 @@ def test_recognition_needs_a_run_with_profiles(
     )
     assert result.code == 0, result.err
     assert "recognition" not in json.loads((tmp_path / "s.json").read_text())
+
+
+def test_two_domains_are_planned_once_into_one_place(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """Two scans of two domains, no --domain: one plan, one manifest, each scan read once."""
+    paths = [str(scans["ankle"][0]), str(scans["shoulder"][0])]
+    # a label-map name for two inputs is refused before any work (it used to write the first
+    # group's result as that file, then fail the second with "already exists")
+    single = tmp_path / "seg.nii.gz"
+    result = pedseg("predict", *paths, "--model", str(run), "-o", str(single))
+    assert "names one label map but 2 inputs" in one_line_error(result)
+    assert not single.exists() and list(tmp_path.iterdir()) == []
+    out = tmp_path / "out"
+    result = pedseg("predict", *paths, "--model", str(run), "-o", str(out), "-q")
+    assert result.code == 0, result.err
+    assert "2 cases predicted" in result.out
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [
+        "ankle_000.nii.gz",
+        "shoulder_000.nii.gz",
+    ]
+    manifest = json.loads((out / "pedseg-predict.json").read_text())
+    assert {k: v["domain"] for k, v in manifest["cases"].items()} == {
+        "ankle_000": "ankle",
+        "shoulder_000": "shoulder",
+    }
+    again = pedseg("predict", *paths, "--model", str(run), "-o", str(out), "--continue", "-q")
+    assert again.code == 0 and "2 already done" in again.out
+
+
+def test_damaged_profiles_and_failed_recognition_are_warnings(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    damaged = shutil.copytree(run, tmp_path / "damaged")
+    profiles = damaged / "domains.safetensors"
+    data = bytearray(profiles.read_bytes())
+    data[-1] ^= 0xFF
+    profiles.write_bytes(bytes(data))
+    scan = str(scans["ankle"][0])
+    args = ("--model", str(damaged), "-o", str(tmp_path / "s.nii.gz"))
+    result = pedseg("predict", scan, "-d", "ankle", *args)
+    assert result.code == 0, result.err
+    assert "warning: domain checks are off" in result.out and "does not match" in result.out
+    # without --domain the damaged profile is an error naming the file
+    result = pedseg("predict", scan, "--model", str(damaged), "-o", str(tmp_path / "t.nii.gz"))
+    assert "domains.safetensors" in one_line_error(result) and "does not match" in result.err

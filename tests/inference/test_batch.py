@@ -19,6 +19,7 @@ from pedseg.inference.batch import (
     collect_cases,
     predict_cases,
 )
+from pedseg.inference.manifest import LOCK_NAME
 from pedseg.inference.predictor import Predictor
 from pedseg.io import read_volume
 from tests.inference.test_predictor import phantom, store, threshold_predictor
@@ -39,7 +40,9 @@ def write_nan(path: Path) -> Path:
 
 
 def files(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+    """The folder's files, but for the folder lock of concurrent runs (always there)."""
+    names = {p.name for p in folder.iterdir()} if folder.exists() else set()
+    return names - {LOCK_NAME}
 
 
 def test_folder_of_cases_writes_outputs_manifest_and_reports(tmp_path: Path) -> None:
@@ -51,10 +54,15 @@ def test_folder_of_cases_writes_outputs_manifest_and_reports(tmp_path: Path) -> 
     )
     assert [r.status for r in result.results] == ["done"] * 3
     assert files(out) == {MANIFEST_NAME} | {f"{n}{s}" for n in "abc" for s in (".nii.gz", ".json")}
-    assert [e.kind for e in events] == ["start"] + ["case_start", "case_end"] * 3
+    assert [e.kind for e in events] == ["start"] + ["case_start", "routed", "case_end"] * 3
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["model_sha256"] == "0" * 64 and manifest["domain"] == "toy"
-    assert manifest["cases"]["b"]["status"] == "done"
+    assert manifest["format"] == 2 and manifest["tool"] == "pedseg predict"
+    entry = manifest["cases"]["b"]
+    assert entry["model_sha256"] == "0" * 64 and entry["domain"] == "toy"
+    assert entry["status"] == "done" and [h["status"] for h in entry["history"]] == [
+        "running",
+        "done",
+    ]
     assert manifest["cases"]["b"]["outputs"] == ["b.nii.gz", "b.json"]
     # the JSON report: volumes in mL = voxels x voxel volume / 1000, from the written label map
     report = json.loads((out / "a.json").read_text())

@@ -1,0 +1,181 @@
+"""Planning a prediction: inputs -> cases -> every output file, checked before any work.
+
+Layout. With a folder ``OUT`` (several inputs, a folder input, or ``--out`` without a volume
+suffix) every case writes ``OUT/<case>.nii.gz``, ``OUT/<case>.json`` and, when asked,
+``OUT/<case>_probabilities.nii.gz`` and ``OUT/<case>_preview.png``; ``OUT/pedseg-predict.json``
+(the manifest, :mod:`pedseg.inference.manifest`) records each case. A single input file may instead
+name its label map (``--out seg.nii.gz``): the other files sit beside it (``seg.json``, ...) and no
+manifest is written.
+
+Inputs are checked before anything runs: every output must lie outside the input folders and no two
+inputs may map to one case name. The plan is made once per command and handed on: the cases of all
+domains share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pedseg.errors import ConfigError, VolumeError
+from pedseg.io import is_volume_path
+from pedseg.io.readers import volume_suffix
+from pedseg.io.writers import OUTPUT_SUFFIXES
+
+__all__ = [
+    "BatchPlan",
+    "Case",
+    "CaseOutputs",
+    "OutputRequest",
+    "case_name",
+    "collect_cases",
+    "plan_batch",
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input volume (file or DICOM series folder) and its name in the outputs."""
+
+    name: str
+    source: Path
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """Which files each case gets besides its label map and JSON report."""
+
+    probabilities: bool = False
+    preview: bool = False
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """Where a case's files go (``None``: not asked for)."""
+
+    labels: Path
+    report: Path
+    probabilities: Path | None = None
+    preview: Path | None = None
+
+    def files(self) -> list[Path]:
+        paths = [self.labels, self.probabilities, self.report, self.preview]
+        return [p for p in paths if p is not None]
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Every case of a command and its outputs; ``folder`` is ``None`` in single-file mode."""
+
+    cases: tuple[Case, ...]
+    outputs: Mapping[str, CaseOutputs]
+    folder: Path | None
+
+    def files(self, case: Case) -> list[Path]:
+        return self.outputs[case.name].files()
+
+
+def case_name(path: Path) -> str:
+    """A case's name: the file name without its volume suffix, or the DICOM folder's name."""
+    if path.is_dir():
+        return path.name
+    suffix = volume_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+
+
+def collect_cases(inputs: Sequence[Path]) -> list[Case]:
+    """Cases of the given files, DICOM series folders and folders of volumes, in input order."""
+    if not inputs:
+        raise ConfigError(
+            "give at least one input: a volume file, a folder of them or a DICOM folder"
+        )
+    cases: list[Case] = []
+    for item in inputs:
+        if not item.exists():
+            raise VolumeError(item, "does not exist")
+        if item.is_dir() and not is_volume_path(item):
+            found = sorted(p for p in item.iterdir() if is_volume_path(p))
+            if not found:
+                raise ConfigError(
+                    f"{item}: holds no volumes (.nii.gz, .nii, .mha, .mhd, .nrrd, .nhdr) "
+                    "or DICOM series folders"
+                )
+            cases.extend(Case(case_name(p), p) for p in found)
+        else:
+            cases.append(Case(case_name(item), item))
+    seen: dict[str, Path] = {}
+    for case in cases:
+        if case.name in seen:
+            raise ConfigError(
+                f"inputs {seen[case.name]} and {case.source} both map to the output name "
+                f"{case.name!r}; predict them into different --out folders"
+            )
+        seen[case.name] = case.source
+    return cases
+
+
+def is_single_file_out(cases: Sequence[Case], out: Path) -> bool:
+    """One case and ``out`` named like a volume file: ``out`` is the label map itself."""
+    return len(cases) == 1 and volume_suffix(out) in OUTPUT_SUFFIXES and not out.is_dir()
+
+
+def plan_batch(
+    inputs: Sequence[Path], out: Path, request: OutputRequest | None = None
+) -> BatchPlan:
+    """The cases of ``inputs`` and every output file under ``out`` (see the module docstring);
+    refuses outputs equal to an input or inside an input folder."""
+    request = request or OutputRequest()
+    cases = collect_cases(inputs)
+    plans: dict[str, CaseOutputs] = {}
+    folder: Path | None = None
+    if is_single_file_out(cases, out):
+        suffix = volume_suffix(out)
+        stem = out.with_name(out.name[: len(out.name) - len(suffix)])
+        plans[cases[0].name] = _outputs(stem, suffix, request)
+    else:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(
+                f"--out {out}: is a file; give a folder (or a .nii.gz file for one input)"
+            )
+        if volume_suffix(out) in OUTPUT_SUFFIXES and not out.exists():
+            raise ConfigError(
+                f"--out {out} names one label map but {len(cases)} inputs were given; give an "
+                "output folder"
+            )
+        for case in cases:
+            plans[case.name] = _outputs(out / case.name, ".nii.gz", request)
+        folder = out
+    _check_outside_inputs([*inputs, *(case.source for case in cases)], out, plans)
+    return BatchPlan(cases=tuple(cases), outputs=plans, folder=folder)
+
+
+def _outputs(stem: Path, suffix: str, request: OutputRequest) -> CaseOutputs:
+    def beside(tail: str) -> Path:
+        return stem.with_name(stem.name + tail)
+
+    return CaseOutputs(
+        labels=beside(suffix),
+        report=beside(".json"),
+        probabilities=beside("_probabilities" + suffix) if request.probabilities else None,
+        preview=beside("_preview.png") if request.preview else None,
+    )
+
+
+def _check_outside_inputs(
+    sources: Sequence[Path], out: Path, plans: Mapping[str, CaseOutputs]
+) -> None:
+    target = out.resolve()
+    inputs = {source.resolve() for source in sources}
+    for folder in (p for p in inputs if p.is_dir()):
+        if target == folder or target.is_relative_to(folder):
+            raise ConfigError(
+                f"--out {out} is inside the input folder {folder}; choose an output folder "
+                "outside the inputs"
+            )
+    for plan in plans.values():
+        for path in plan.files():
+            if path.resolve() in inputs:
+                raise ConfigError(
+                    f"output {path} would replace an input file; choose another --out"
+                )
