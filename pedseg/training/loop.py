@@ -179,6 +179,42 @@ def _train_model(
     image_size = resolve_image_size(config, specs)
     domains = _prepare_data(config, specs, cache_root, image_size, info, device)
     seed_everything(config.seed)
+    job = _make_job(config, specs, domains, layout, image_size, info, device)
+    job.callback, job.member = callback, member
+    if latest is not None and state is not None:
+        val_cases = {d.spec.name: d.val_cases for d in domains}
+        check_validation_cases(state, out=out, val_cases=val_cases)
+        load_checkpoint(latest, model=job.model, optimizer=job.optimizer)
+        job.run = RunState.from_json(state)
+        logger.info("resuming %s after epoch %d (step %d)", out, job.run.epoch, job.run.global_step)
+    job.emit("run_start", epoch=job.run.epoch + 1, steps=job.steps)
+    run_epochs(job)
+    if info.is_main:  # domain recognition: profile the best weights' embedding per domain
+        profile_run(
+            out, domains, specs=specs, image_size=image_size, seed=config.seed, device=device
+        )
+    dist_utils.barrier(info)
+    job.emit("run_end", epoch=job.run.epoch, steps=job.steps)
+    run = job.run
+    return TrainResult(
+        run_dir=out,
+        epochs=run.epoch,
+        best_epoch=run.best_epoch,
+        best_metric=run.best_metric,
+        history=tuple(run.history),
+    )
+
+
+def _make_job(
+    config: TrainConfig,
+    specs: Sequence[DomainSpec],
+    domains: Sequence[DomainData],
+    layout: RunLayout,
+    image_size: tuple[int, int],
+    info: DistInfo,
+    device: torch.device,
+) -> Job:
+    """The network, optimizer and sampler of a fresh run, as the epoch runner's job."""
     model_config = ModelConfig(
         arch=config.arch,
         base_width=config.base_width,
@@ -191,7 +227,6 @@ def _train_model(
     channels_last = resolve_channels_last(config.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sampler = BalancedSampler(
         [d.pool for d in domains],
         batch_size=config.batch_size,
@@ -199,14 +234,6 @@ def _train_model(
         fg_fraction=config.fg_fraction,
         world_size=info.world_size,
     )
-    run = RunState()
-    if latest is not None and state is not None:
-        check_validation_cases(
-            state, out=out, val_cases={d.spec.name: d.val_cases for d in domains}
-        )
-        load_checkpoint(latest, model=model, optimizer=optimizer)
-        run = RunState.from_json(state)
-        logger.info("resuming %s after epoch %d (step %d)", out, run.epoch, run.global_step)
     forward: nn.Module = dist_utils.wrap_model(model, info, device)
     if config.compile:
         forward = torch.compile(forward)  # type: ignore[assignment]
@@ -223,15 +250,15 @@ def _train_model(
             best_metric=progress.best_metric,
         )
 
-    job = Job(
+    return Job(
         config=config,
         domains=domains,
         layout=layout,
         model=model,
         forward=forward,
-        optimizer=optimizer,
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
         sampler=sampler,
-        run=run,
+        run=RunState(),
         info=info,
         device=device,
         steps=config.steps_per_epoch or sampler.default_steps_per_epoch(),
@@ -243,21 +270,4 @@ def _train_model(
         make_card=make_card,
         channels_last=channels_last,
         amp=resolve_amp(config.amp, device),
-        callback=callback,
-        member=member,
-    )
-    job.emit("run_start", epoch=run.epoch + 1, steps=job.steps)
-    run_epochs(job)
-    if info.is_main:  # domain recognition: profile the best weights' embedding per domain
-        profile_run(
-            out, domains, specs=specs, image_size=image_size, seed=config.seed, device=device
-        )
-    dist_utils.barrier(info)
-    job.emit("run_end", epoch=run.epoch, steps=job.steps)
-    return TrainResult(
-        run_dir=out,
-        epochs=run.epoch,
-        best_epoch=run.best_epoch,
-        best_metric=run.best_metric,
-        history=tuple(run.history),
     )
