@@ -137,7 +137,10 @@ def _mesh_format(value: Any, alias: str | None, problems: Problems) -> str | Non
     if value not in MESH_FORMATS:
         hint = did_you_mean(str(value), list(MESH_FORMATS))
         problems.append(
-            ("outputs.mesh_format", f"must be one of {', '.join(MESH_FORMATS)}, got {value!r}{hint}")
+            (
+                "outputs.mesh_format",
+                f"must be one of {', '.join(MESH_FORMATS)}, got {value!r}{hint}",
+            )
         )
         return alias
     if alias is not None and alias != value:
@@ -208,7 +211,11 @@ def _code(entry: Any, where: str, problems: Problems) -> LabelCode | None:
     if not isinstance(scheme, str) or not _SCHEME.fullmatch(scheme):
         problems.append((f"{where}.scheme", f"must be a coding scheme such as SCT, got {scheme!r}"))
         ok = False
-    if not isinstance(code_value, str) or not 0 < len(code_value) <= 16 or code_value != code_value.strip():
+    if (
+        not isinstance(code_value, str)
+        or not 0 < len(code_value) <= 16
+        or code_value != code_value.strip()
+    ):
         problems.append(
             (f"{where}.value", f"must be a code of 1-16 characters (quote it), got {code_value!r}")
         )

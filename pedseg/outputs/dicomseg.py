@@ -114,7 +114,7 @@ def source_frames(
             f"holds {len(series.files)} slices, the label map {on_disk.shape[2]}; "
             "pass the series the labels were predicted on",
         )
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
+    datasets: list[Dataset] = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
     for ds in datasets:
         if (int(ds.Rows), int(ds.Columns)) != (on_disk.shape[1], on_disk.shape[0]):
             raise VolumeError(

@@ -104,7 +104,9 @@ def surface(
     """The closed surface of boolean ``mask`` (voxel grid of ``affine``) in the affine's world mm."""
     aff = np.asarray(affine, dtype=np.float64)
     if mask.ndim != 3 or aff.shape != (4, 4):
-        raise ConfigError(f"surface needs a 3D mask and a 4x4 affine, got {mask.shape}, {aff.shape}")
+        raise ConfigError(
+            f"surface needs a 3D mask and a 4x4 affine, got {mask.shape}, {aff.shape}"
+        )
     found = np.argwhere(mask)
     if found.size == 0:
         return trimesh.Trimesh()
@@ -119,7 +121,11 @@ def surface(
     if smoothing > 0:
         operator = trimesh.smoothing.laplacian_calculation(mesh, equal_weight=True)
         trimesh.smoothing.filter_taubin(
-            mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_MU, iterations=smoothing, laplacian_operator=operator
+            mesh,
+            lamb=TAUBIN_LAMBDA,
+            nu=TAUBIN_MU,
+            iterations=smoothing,
+            laplacian_operator=operator,
         )
     mesh = _decimated(mesh, decimate)
     if mesh.volume < 0:  # never expected: the face order above follows the affine's handedness
@@ -152,9 +158,7 @@ def _header(name: str, domain: str) -> str:
 def encode_mesh(mesh: trimesh.Trimesh, fmt: str, *, name: str, domain: str) -> bytes:
     """``mesh`` (RAS+ mm) as the bytes of a binary STL, binary PLY or OBJ file in LPS mm, with the
     coordinate system stated where 3D Slicer reads it (``SPACE=LPS``)."""
-    lps = trimesh.Trimesh(
-        np.asarray(mesh.vertices) * _LPS, np.asarray(mesh.faces), process=False
-    )
+    lps = trimesh.Trimesh(np.asarray(mesh.vertices) * _LPS, np.asarray(mesh.faces), process=False)
     header = _header(name, domain)
     if fmt == "stl":
         data = stl_io.export_stl(lps)

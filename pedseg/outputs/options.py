@@ -89,9 +89,9 @@ class OutputFormats:
         )
 
 
-def _unknown(name: str) -> str:
+def _unknown(name: str, option: str = "--outputs") -> str:
     hint = did_you_mean(name, [*FORMATS, *MESH_ALIASES])
-    return f"--outputs: unknown format {name!r}{hint}; choose from {choices()}"
+    return f"{option}: unknown format {name!r}{hint}; choose from {choices()}"
 
 
 def _split(outputs: str | Iterable[str]) -> list[str]:
@@ -106,11 +106,13 @@ def parse_outputs(
     smoothing: int | None = None,
     decimate: float | None = None,
     spec: DomainSpec | None = None,
+    option: str = "--outputs",
 ) -> OutputFormats:
     """Build :class:`OutputFormats` from ``--outputs nifti,seg-nrrd,mesh-stl,...`` (a string, or
     several), ``--mesh-format``, ``--mesh-smoothing`` and ``--mesh-decimate``; ``None`` takes the
     descriptor's ``outputs:`` default, then pedseg's. Bad values raise a one-line
-    :class:`ConfigError` naming the option, with a did-you-mean."""
+    :class:`ConfigError` naming the option (``option``: the list's own name), with a
+    did-you-mean."""
     defaults = spec.outputs if spec is not None else None
     names: list[str] = []
     alias: str | None = None
@@ -121,21 +123,25 @@ def parse_outputs(
             if item in MESH_ALIASES:
                 if alias is not None and alias != MESH_ALIASES[item]:
                     raise ConfigError(
-                        f"--outputs: names two mesh formats (mesh-{alias}, {item}); keep one"
+                        f"{option}: names two mesh formats (mesh-{alias}, {item}); keep one"
                     )
                 alias, item = MESH_ALIASES[item], "mesh"
             if item not in FORMATS:
-                raise ConfigError(_unknown(item))
+                raise ConfigError(_unknown(item, option))
             names.append(item)
         if not names:
-            raise ConfigError(f"--outputs: give at least one format; choose from {choices()}")
+            raise ConfigError(f"{option}: give at least one format; choose from {choices()}")
     if alias is not None and mesh_format is not None and mesh_format != alias:
         raise ConfigError(
-            f"--outputs mesh-{alias} conflicts with --mesh-format {mesh_format}; keep one"
+            f"{option} mesh-{alias} conflicts with --mesh-format {mesh_format}; keep one"
         )
     chosen_mesh = mesh_format or alias or (defaults.mesh_format if defaults else None)
-    chosen_smoothing = smoothing if smoothing is not None else (defaults.smoothing if defaults else None)
-    chosen_decimate = decimate if decimate is not None else (defaults.decimate if defaults else None)
+    chosen_smoothing = (
+        smoothing if smoothing is not None else (defaults.smoothing if defaults else None)
+    )
+    chosen_decimate = (
+        decimate if decimate is not None else (defaults.decimate if defaults else None)
+    )
     mesh = MeshOptions(
         format=chosen_mesh or DEFAULT_MESH_FORMAT,
         smoothing=DEFAULT_SMOOTHING if chosen_smoothing is None else chosen_smoothing,

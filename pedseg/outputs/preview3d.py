@@ -57,9 +57,7 @@ def write_preview_3d(
                 [np.tile(np.asarray(c, dtype=np.float64), (len(m.faces), 1)) for m, c in coarse]
             )
             shade = 0.3 + 0.7 * np.clip(normals @ np.asarray(toward), 0.0, 1.0)
-            faces = Poly3DCollection(
-                triangles, facecolors=base * shade[:, None], edgecolors="none"
-            )
+            faces = Poly3DCollection(triangles, facecolors=base * shade[:, None], edgecolors="none")
             ax.add_collection3d(faces)
             low, high = triangles.reshape(-1, 3).min(axis=0), triangles.reshape(-1, 3).max(axis=0)
             centre, half = (low + high) / 2.0, float((high - low).max()) / 2.0 or 1.0

@@ -22,7 +22,11 @@ GEOMETRIES: dict[str, dict[str, object]] = {
     "oblique": {"perm": (1, 0, 2), "angles": (0.2, -0.1, 0.3)},
     "anisotropic": {"spacing": (0.9, 0.9, 5.2), "flips": (1, -1, 1)},
 }
-PHI = {"InstitutionName": "Secret Hospital", "OperatorsName": "Op^Erator", "PatientAddress": "1 Road"}
+PHI = {
+    "InstitutionName": "Secret Hospital",
+    "OperatorsName": "Op^Erator",
+    "PatientAddress": "1 Road",
+}
 
 
 def phantom_spec(**outputs: object) -> DomainSpec:
@@ -37,10 +41,14 @@ def phantom_spec(**outputs: object) -> DomainSpec:
     return parse_descriptor(raw, source="<test>")
 
 
-def phantom_labels(shape: Sequence[int] = (28, 24, 20), spacing: Sequence[float] = (1, 1, 1)) -> np.ndarray:
+def phantom_labels(
+    shape: Sequence[int] = (28, 24, 20), spacing: Sequence[float] = (1, 1, 1)
+) -> np.ndarray:
     """Two ellipsoids and a box (labels 1-3) in a volume of ``shape`` (voxel grid, mm spacing)."""
     grid = np.stack(
-        np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"),
+        np.meshgrid(
+            *[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+        ),
         axis=-1,
     )
     extent = np.asarray(shape) * np.asarray(spacing)
