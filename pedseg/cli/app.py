@@ -21,6 +21,7 @@ from pedseg.cli import (
     embed_cmd,
     evaluate_cmd,
     export_cmd,
+    export_seg_cmd,
     identify_cmd,
     predict_cmd,
     synth_cmd,
@@ -69,6 +70,7 @@ train_cmd.register(app)
 predict_cmd.register(app)
 identify_cmd.register(app)
 export_cmd.register(app)
+export_seg_cmd.register(app)
 evaluate_cmd.register(app)
 crossval_cmd.register(app)
 compare_cmd.register(app)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pedseg.domains.outputs_spec import OutputsSpec, parse_outputs_section
 from pedseg.errors import ConfigError, DescriptorError
 
 SCHEMA_VERSION = 1
@@ -33,6 +34,7 @@ _TOP_KEYS = {
     "image_size": "optional",
     "postprocess": "optional",
     "data": "optional",
+    "outputs": "optional",
 }
 _DATA_KEYS = {"root", "images", "labels"}
 _POST_KEYS = {"largest_component", "closing", "closing_radius", "closing_unit"}
@@ -92,6 +94,7 @@ class DomainSpec:
     postprocess: PostprocessSpec = field(default_factory=PostprocessSpec)
     data: DataSpec | None = None
     source: str = "<memory>"
+    outputs: OutputsSpec | None = None
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -106,8 +109,8 @@ class DomainSpec:
         """Output channels of this domain's head: its labels plus background."""
         return len(self.labels) + 1
 
-    def to_dict(self, *, include_data: bool = True) -> dict[str, Any]:
-        """The descriptor as plain types, in the YAML schema."""
+    def to_dict(self, *, include_data: bool = True, include_outputs: bool = True) -> dict[str, Any]:
+        """The descriptor as plain types, in the YAML schema (``outputs`` only when it has one)."""
         out: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -125,11 +128,16 @@ class DomainSpec:
                 "images": self.data.images,
                 "labels": self.data.labels,
             }
+        if include_outputs and self.outputs is not None:
+            out["outputs"] = self.outputs.to_dict()
         return out
 
     def content_hash(self) -> str:
-        """SHA-256 of what defines the task (everything but where the data lies on this machine)."""
-        payload = json.dumps(self.to_dict(include_data=False), sort_keys=True, default=str)
+        """SHA-256 of what defines the task: everything but where the data lies on this machine and
+        the ``outputs`` defaults (presentation only; trained runs stay valid when they change)."""
+        payload = json.dumps(
+            self.to_dict(include_data=False, include_outputs=False), sort_keys=True, default=str
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def with_data_root(self, root: Path) -> DomainSpec:
@@ -187,6 +195,7 @@ def parse_descriptor(
     image_size = _parse_image_size(raw.get("image_size", [256, 256]), problems)
     postprocess = _parse_postprocess(raw.get("postprocess", {}), problems)
     data = _parse_data(raw.get("data"), base_dir, problems)
+    outputs = parse_outputs_section(raw.get("outputs"), [n for _, n in labels], problems)
 
     if problems:
         raise DescriptorError(source, problems)
@@ -201,6 +210,7 @@ def parse_descriptor(
         postprocess=postprocess,
         data=data,
         source=source,
+        outputs=outputs,
     )
 
 
