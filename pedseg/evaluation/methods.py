@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pedseg.errors import ConfigError, DatasetError
+from pedseg.runfolder.layout import CURVES
 
 __all__ = [
     "ALL",
@@ -195,7 +196,7 @@ def load_method(path: Path, *, name: str | None = None) -> MethodResults:
         for line, domain, item in _read_csv(path, "slice_dice.csv", ("case", "label", "dice")):
             value = _number(item["dice"], path / "slice_dice.csv", line, "dice")
             slice_dice.setdefault(domain, []).append(value)
-    curves = (p for p in sorted(path.rglob("curves.png")) if "predictions" not in p.parts)
+    curves = (p for p in sorted(path.rglob(CURVES)) if "predictions" not in p.parts)
     return MethodResults(
         name=name or path.name,
         path=path,

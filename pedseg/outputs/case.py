@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import to_rgb
 
+from pedseg.domains.output_names import LABEL_COLORS
 from pedseg.domains.outputs_spec import LabelCode
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, VolumeError
-from pedseg.inference.report import PREVIEW_COLORS
 from pedseg.io.atomic import atomic_path, write_bytes_atomic
 from pedseg.io.geometry import from_canonical
 from pedseg.io.labels import format_values
@@ -53,7 +53,7 @@ class WrittenOutputs:
 
 def label_colors(spec: DomainSpec) -> list[tuple[float, float, float]]:
     """RGB (0-1) per label, in label order: the colours of pedseg's slice preview."""
-    return [to_rgb(PREVIEW_COLORS[k % len(PREVIEW_COLORS)]) for k in range(len(spec.labels))]
+    return [to_rgb(LABEL_COLORS[k % len(LABEL_COLORS)]) for k in range(len(spec.labels))]
 
 
 def _segments(spec: DomainSpec) -> list[Segment]:
