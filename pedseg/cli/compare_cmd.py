@@ -81,6 +81,7 @@ def _figures(
 ) -> list[ReportFigure]:
     from pedseg.evaluation.plots import dice_boxplot
     from pedseg.evaluation.report import ReportFigure
+    from pedseg.io.atomic import atomic_path
 
     figures = [
         ReportFigure(
@@ -92,8 +93,8 @@ def _figures(
     for method in comparison.methods:
         if method.curves is not None:
             target = folder / f"curves-{_slug(method.name)}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(method.curves, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(method.curves, tmp)
             caption = f"Training curves of {method.name} ({method.curves})."
             figures.append(ReportFigure(f"Training curves: {method.name}", target, caption))
     if overlays:
