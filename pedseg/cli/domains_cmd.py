@@ -12,17 +12,24 @@ from pedseg.errors import ConfigError, RegistryError
 
 
 def domains_list() -> None:
-    """List the registered domains and where each comes from."""
+    """List the registered domains and where each comes from (unusable ones are named below)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from pedseg.domains.registry import DomainRegistry
+    from pedseg.errors import PedsegError
 
     registry = DomainRegistry()
     table = Table(title=f"Domains (user registry: {registry.user_dir})")
     for column in ("name", "labels", "normalization", "slice axis", "image size", "origin"):
         table.add_column(column)
+    unusable: list[str] = []
     for entry in registry.entries():
-        spec = registry.get(entry.name)
+        try:
+            spec = registry.get(entry.name)
+        except PedsegError as error:  # one broken file must not hide the others
+            unusable.append(f"{entry.name} ({entry.origin}): {error}")
+            continue
         table.add_row(
             spec.name,
             ", ".join(f"{i}={n}" for i, n in spec.labels),
@@ -32,6 +39,8 @@ def domains_list() -> None:
             entry.origin,
         )
     console.print(table)
+    for line in unusable:
+        console.print(f"[yellow]warning: skipped {escape(line)}[/]", soft_wrap=True)
 
 
 def domains_show(name: str = typer.Argument(..., help="Domain name.")) -> None:
