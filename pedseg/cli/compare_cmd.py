@@ -107,7 +107,7 @@ def _figures(
 def _overlay_figures(
     methods: tuple[MethodResults, ...], folder: Path, data: list[str], cases: int
 ) -> list[ReportFigure]:
-    from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+    from pedseg.domains.registry import DomainRegistry, data_option, parse_data_overrides
     from pedseg.errors import ConfigError, RegistryError
     from pedseg.evaluation.plots import overlay_grid, overlay_rows
     from pedseg.evaluation.report import ReportFigure
@@ -126,7 +126,7 @@ def _overlay_figures(
             console.print(f"[yellow]![/] no overlays for {domain}: it is not a registered domain")
             continue
         if domain in roots:
-            spec = spec.with_data_root(roots[domain])
+            spec = spec.with_data_root(roots[domain], given_as=data_option(domain, roots[domain]))
         if spec.data is None:
             console.print(f"[yellow]![/] no overlays for {domain}: pass --data {domain}=DIR")
             continue

@@ -49,9 +49,11 @@ def domains_show(name: str = typer.Argument(..., help="Domain name.")) -> None:
     from pedseg.domains.yamlio import dump_yaml
 
     spec = DomainRegistry().get(name)
-    console.print(f"# source: {spec.source}", markup=False)
+    console.print(f"# source: {spec.source}", markup=False, soft_wrap=True)
     console.print(f"# content hash: {spec.content_hash()}", markup=False)
-    console.print(dump_yaml(spec.to_dict()), markup=False, end="")
+    where = str(spec.data.root) if spec.data is not None else "none (pass --data NAME=DIR)"
+    console.print(f"# data root: {where}", markup=False, soft_wrap=True)
+    console.print(dump_yaml(spec.to_dict()), markup=False, end="", soft_wrap=True)
 
 
 def add_domain(
@@ -82,7 +84,12 @@ def add_domain(
     ),
 ) -> None:
     """Validate a domain descriptor and register it in the user registry (and add it to a model)."""
-    from pedseg.domains.registry import DomainRegistry, load_descriptor, parse_data_overrides
+    from pedseg.domains.registry import (
+        DomainRegistry,
+        data_option,
+        load_descriptor,
+        parse_data_overrides,
+    )
 
     registry = DomainRegistry()
     if to_model is None:
@@ -124,7 +131,9 @@ def add_domain(
         spec = registry.add(descriptor, force=force)
         ok(f"registered domain {spec.name!r} ({len(spec.labels)} labels)")
     if spec.name in overrides:
-        spec = spec.with_data_root(overrides[spec.name])
+        spec = spec.with_data_root(
+            overrides[spec.name], given_as=data_option(spec.name, overrides[spec.name])
+        )
     run_extension(model, spec, config=config, out=out)
 
 

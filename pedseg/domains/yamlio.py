@@ -144,4 +144,5 @@ def load_yaml_file(path: Path) -> Any:
 
 
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    """YAML text of ``data``; long values (paths) stay on one line."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1_000_000)
