@@ -96,9 +96,13 @@ def load_yaml_text(text: str, *, source: str) -> Any:
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_DESCRIPTOR_BYTES:
         raise DescriptorError(source, [("<file>", _too_big(size))])
-    loader = _StrictLoader(text)
+    loader: _StrictLoader | None = None
     try:
+        loader = _StrictLoader(text)  # refuses control characters already
         return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        where = f"character {exc.position + 1}"
+        raise DescriptorError(source, [(where, f"{exc.reason} (#x{exc.character:04x})")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<unknown position>"
@@ -108,7 +112,8 @@ def load_yaml_text(text: str, *, source: str) -> Any:
     except RecursionError:  # a guard above should make this unreachable; never a traceback
         raise DescriptorError(source, [("<yaml>", "is nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_descriptor_text(path: Path) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import locale
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -40,6 +43,37 @@ def _keeps_locale(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         finally:
             if locale.setlocale(locale.LC_ALL) != saved:
                 locale.setlocale(locale.LC_ALL, saved)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Send what C++ code (ITK, MetaIO, GDCM) prints on file descriptor 2 to the debug log.
+
+    MetaIO prints several lines ("MetaImage: M_Read: Error parsing file") for a corrupt file
+    before ITK raises; the CLI promises one line per error, so that chatter is kept out of stderr.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read().decode("utf-8", errors="replace").strip()
+            if said:
+                logger.debug("native library output: %s", " | ".join(said.splitlines()))
+
+
+def _quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with native_stderr_to_log():
+            return fn(*args, **kwargs)
 
     return wrapper
 
@@ -89,6 +123,7 @@ def is_dicom_folder(folder: str | os.PathLike[str]) -> bool:
 
 
 @_keeps_locale
+@_quiet
 def _description(first_file: str) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(first_file)
@@ -103,6 +138,7 @@ def _description(first_file: str) -> str:
 
 
 @_keeps_locale
+@_quiet
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     """Every DICOM series directly inside ``folder`` (by UID), files sorted by slice position."""
     path = Path(folder)
@@ -158,7 +194,8 @@ def read_dicom_series(series: DicomSeries, folder: object) -> sitk.Image:
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its spacing warning is our error below
     try:
-        image = reader.Execute()
+        with native_stderr_to_log():
+            image = reader.Execute()
     except RuntimeError as error:
         raise VolumeError(
             folder, f"cannot read DICOM series {series.uid}: {itk_message(error)}"
@@ -196,12 +233,20 @@ def check_slice_positions(
     """
     if len(files) < 3:
         return  # two slices always have one gap
-    if any(p is None or len(p) != 3 for p in positions) or orientation is None:
+    missing = [f.name for f, p in zip(files, positions, strict=True) if p is None or len(p) != 3]
+    if len(missing) == len(files) or orientation is None:
         logger.warning(
-            "%s: some slices have no position (ImagePositionPatient); their spacing is not checked",
+            "%s: the slices have no position or orientation (ImagePositionPatient/"
+            "ImageOrientationPatient); their spacing is not checked",
             folder,
         )
         return
+    if missing:
+        raise VolumeError(
+            folder,
+            f"slice {missing[0]} has no usable position (ImagePositionPatient) while the others "
+            "do; the slice spacing cannot be checked: re-export the series",
+        )
     points = np.asarray(positions, dtype=np.float64)
     cosines = np.asarray(orientation, dtype=np.float64)
     normal = np.cross(cosines[:3], cosines[3:6]) if cosines.size == 6 else np.zeros(3)
@@ -238,6 +283,7 @@ def check_slice_positions(
 
 
 @_keeps_locale
+@_quiet
 def first_slice_info(series: DicomSeries, folder: object) -> sitk.ImageFileReader:
     """Header-only reader on the first slice of ``series`` (size, pixel type) for size checks."""
     reader = sitk.ImageFileReader()

@@ -151,7 +151,16 @@ def nifti_affine_source(
     if sform_code != 0:
         if qform_code == 0:
             return "sform", ()
-        gap = _corner_distance(header.get_sform(), header.get_qform(), shape)
+        try:
+            qform = np.asarray(header.get_qform(), dtype=np.float64)
+        except Exception:  # nibabel raises ValueError & co. for a quaternion that is not one
+            qform = np.full((4, 4), np.nan)
+        if not np.isfinite(qform).all():
+            return "sform", (
+                f"the qform is invalid; pedseg used the sform (sform_code {sform_code}, "
+                f"qform_code {qform_code}); tools that prefer the qform may refuse this scan",
+            )
+        gap = _corner_distance(np.asarray(header.get_sform(), dtype=np.float64), qform, shape)
         if gap <= XFORM_TOLERANCE_MM:
             return "sform", ()
         return "sform", (

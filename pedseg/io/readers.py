@@ -295,14 +295,16 @@ def _read_itk(path: Path, fmt: str, limit: int | None) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with dicom.native_stderr_to_log():
+            reader.ReadImageInformation()
     except RuntimeError as error:
         raise VolumeError(
             path, f"is not a readable {fmt.upper()} file ({dicom.itk_message(error)})"
         ) from None
     _itk_info(path, reader, None, limit)
     try:
-        image = reader.Execute()
+        with dicom.native_stderr_to_log():
+            image = reader.Execute()
     except RuntimeError as error:
         raise VolumeError(
             path,

@@ -4,7 +4,10 @@ a DICOM series with a missing slice. Exit codes, one-line messages, files left b
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -71,3 +74,24 @@ def test_predict_refuses_dicom_series_with_a_missing_slice(
     )
     assert result.code == 0, result.err
     assert (out / "s.nii.gz").is_file()
+
+
+def test_predict_on_a_corrupt_mha_is_one_line(run: Path, tmp_path: Path) -> None:
+    """In a real process: MetaIO prints on file descriptor 2, past Python's sys.stderr."""
+    bad = tmp_path / "bad.mha"
+    bad.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 zz\nElementDataFile = LOCAL\n")
+    out = tmp_path / "out"
+    args = ["predict", str(bad), "-d", "ankle", "-m", str(run), "-o", str(out / "s.nii.gz"), "-q"]
+    env = {**os.environ, "PEDSEG_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pedseg", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: bad: {bad}: is not a readable MHA file (File cannot be read: {bad} for reading)"
+    ]
+    assert snapshot(out) == {}

@@ -143,11 +143,12 @@ def test_sheared_series_is_refused(tmp_path: Path) -> None:
         check_slice_positions("ser", files, positions, (1, 0, 0, 0, 1, 0))
 
 
-def test_series_without_positions_is_read_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_series_without_positions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from pedseg.io.dicom import check_slice_positions
 
     files = [tmp_path / f"s{i}.dcm" for i in range(3)]
     check_slice_positions("ser", files, [None, None, None], (1, 0, 0, 0, 1, 0))
     assert "spacing is not checked" in caplog.text
+    positions = [(0.0, 0.0, 0.0), None, (0.0, 0.0, 2.0)]
+    with pytest.raises(VolumeError, match=r"slice s1.dcm has no usable position"):
+        check_slice_positions("ser", files, positions, (1, 0, 0, 0, 1, 0))

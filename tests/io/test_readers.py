@@ -347,3 +347,14 @@ def test_itk_formats_record_their_affine_source(tmp_path: Path) -> None:
     sitk.WriteImage(image, str(tmp_path / "img.mha"))
     volume = read_volume(tmp_path / "img.mha")
     assert volume.source.affine_source == "itk" and volume.warnings == ()
+
+
+def test_corrupt_mha_header_prints_nothing_itself(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.mha"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 zz\nElementDataFile = LOCAL\n")
+    capfd.readouterr()
+    with pytest.raises(VolumeError, match="is not a readable MHA file"):
+        read_volume(path)
+    assert capfd.readouterr().err == ""  # MetaIO's own lines ("M_Read: Error parsing") are kept out
