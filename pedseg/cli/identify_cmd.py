@@ -32,17 +32,19 @@ def identify(
         "(default: pedseg's, see docs/recognition.md).",
     ),
 ) -> None:
-    """Recognise each scan's domain from the model's embedding (information only: exit 0).
+    """Recognise each scan's domain from the model's embedding (exit 1 if a scan cannot be read).
 
     Per candidate domain the table shows the median distance of the scan's slices to that domain's
     training cluster, in units of the cluster's 95th percentile; OOD marks a scan whose closest
-    domain is beyond the out-of-distribution threshold.
+    domain is beyond the out-of-distribution threshold. A blank or near-constant scan is named
+    with a warning (and its reasons are in the JSON under ``warnings``).
     """
     from pedseg.errors import PedsegError
     from pedseg.inference.batch import collect_cases
     from pedseg.inference.recognition import recognizer_for
     from pedseg.io import read_volume
     from pedseg.io.atomic import atomic_path
+    from pedseg.io.checks import volume_warnings
 
     recognizer = recognizer_for(model, device=device, threshold=ood_threshold)
     cases = collect_cases(scans)
@@ -54,12 +56,17 @@ def identify(
     for case in cases:
         entry: dict[str, Any] = {"scan": case.name, "input": str(case.source)}
         try:
-            entry.update(recognizer.identify(read_volume(case.source)).to_dict())
+            volume = read_volume(case.source)
+            entry.update(recognizer.identify(volume).to_dict())
+            entry["warnings"] = volume_warnings(volume)
         except PedsegError as exc:
             entry["error"] = str(exc)
         rows.append(entry)
     console.print(_table(rows, recognizer.domains))
     for row in rows:
+        for reason in row.get("warnings", ()):
+            line = f"[yellow]warning: {escape(row['scan'])}: {escape(reason)}[/]"
+            console.print(line, soft_wrap=True)
         if "error" in row:
             typer.secho(f"error: {row['scan']}: {row['error']}", fg="red", err=True)
     if json_out is not None:
@@ -68,6 +75,8 @@ def identify(
             text = json.dumps({**payload, "scans": rows}, indent=2) + "\n"
             tmp.write_text(text, encoding="utf-8")
         console.print(f"wrote {escape(str(json_out))}", soft_wrap=True)
+    if any("error" in row for row in rows):
+        raise typer.Exit(1)
 
 
 def _table(rows: list[dict[str, Any]], domains: tuple[str, ...]) -> Table:

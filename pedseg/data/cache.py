@@ -41,7 +41,7 @@ from pedseg.domains.registry import pedseg_home
 from pedseg.domains.spec import DomainSpec, check_image_size
 from pedseg.errors import DatasetError, VolumeError
 from pedseg.io import check_pair, read_label, read_volume
-from pedseg.io.atomic import write_text_atomic
+from pedseg.io.atomic import make_folder, output_errors, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,13 @@ def build_cache(
             logger.info("slice cache for %s is up to date: %s", spec.name, target)
             return cached
     logger.info("building the slice cache for %s (%d cases): %s", spec.name, len(case_list), target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    make_folder(target.parent)
+    with output_errors(target):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        _write_cache(tmp, spec, size, case_list, header, data_root)
-        _move_into_place(tmp, target)
+        with output_errors(target):
+            _write_cache(tmp, spec, size, case_list, header, data_root)
+            _move_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_cache(target)

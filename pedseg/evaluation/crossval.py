@@ -55,6 +55,7 @@ from pedseg.evaluation.protocol import (
     save_plan,
 )
 from pedseg.io import Volume, check_pair, read_label, read_volume, write_like
+from pedseg.io.atomic import make_folder
 from pedseg.runfolder import RunLayout, is_run_folder
 from pedseg.training.config import ARCHS, SCHEMES, TrainConfig
 
@@ -293,7 +294,7 @@ def run_crossval(
         seed=config.train.seed,
         max_folds=config.max_folds,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     save_plan(out / "folds.json", plan)
     hashes = {spec.name: spec.content_hash() for spec in ordered}
     state = CrossvalState(out / "crossval.json", {**config.settings(), "descriptors": hashes})

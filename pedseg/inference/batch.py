@@ -35,6 +35,7 @@ from pedseg.inference.cases import (
     plan_batch,
 )
 from pedseg.inference.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     FolderLock,
     OutputManifest,
@@ -44,7 +45,7 @@ from pedseg.inference.predictor import Predictor
 from pedseg.inference.report import case_report, write_preview, write_report
 from pedseg.inference.routing import Route, Router, fixed_domain
 from pedseg.io import read_volume, write_like
-from pedseg.io.atomic import atomic_path
+from pedseg.io.atomic import atomic_path, make_folder
 from pedseg.io.volume import Volume
 
 __all__ = [
@@ -202,12 +203,18 @@ def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputMa
     if plan.folder is None:
         yield None, None
         return
+    new = [f for f in (plan.folder, *plan.folder.parents) if not f.exists()]
+    make_folder(plan.folder)
     try:
-        plan.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PedsegError(f"--out {plan.folder}: cannot create the folder ({exc})") from exc
-    with FolderLock(plan.folder) as lock:
-        yield lock, OutputManifest(plan.folder, lock)
+        with FolderLock(plan.folder) as lock:
+            yield lock, OutputManifest(plan.folder, lock)
+    finally:
+        if new and {p.name for p in plan.folder.iterdir()} == {LOCK_NAME}:
+            # nothing was written into the folders this run made: leave none of them behind
+            with contextlib.suppress(OSError):
+                (plan.folder / LOCK_NAME).unlink()
+                for folder in new:
+                    folder.rmdir()
 
 
 def _refuse_existing(plan: BatchPlan, cases: Sequence[Case], owned: dict[str, set[Path]]) -> None:

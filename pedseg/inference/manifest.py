@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pedseg import __version__
-from pedseg.errors import ConfigError, PedsegError
+from pedseg.errors import ConfigError, OutputError
 from pedseg.io.atomic import write_text_atomic
 
 try:  # POSIX; elsewhere the folder is not protected against concurrent runs (logged once)
@@ -68,8 +68,8 @@ class FolderLock:
             return
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise PedsegError(f"{self.path}: cannot create the folder's lock file ({exc})") from exc
+        except OSError as exc:  # the folder is not writable: name it, as any output would
+            raise OutputError(Path(folder), exc) from exc
 
     def close(self) -> None:
         if self._fd is not None:
