@@ -73,6 +73,20 @@ def predict(
     preview: bool = typer.Option(
         False, "--preview", help="Also write <case>_preview.png with coloured contours."
     ),
+    outputs: str | None = typer.Option(
+        None,
+        "--outputs",
+        help="Clinical outputs besides the label map, comma-separated: seg-nrrd (3D Slicer), "
+        "dicom-seg (DICOM inputs), mesh-stl|mesh-ply|mesh-obj (one surface per label), stats "
+        "(morphometry + statistics.csv), preview-3d (default: the domain's, see docs/outputs.md).",
+    ),
+    mesh_format: str | None = typer.Option(None, "--mesh-format", help="stl | ply | obj."),
+    mesh_smoothing: int | None = typer.Option(
+        None, "--mesh-smoothing", help="Taubin smoothing passes (0 = none; default 20)."
+    ),
+    mesh_decimate: float | None = typer.Option(
+        None, "--mesh-decimate", help="Fraction of mesh faces kept, in (0, 1] (default 1)."
+    ),
     allow_cpu_fallback: bool = typer.Option(
         False, "--allow-cpu-fallback", help="Run on the CPU when --device cuda is not usable."
     ),
@@ -94,6 +108,10 @@ def predict(
         preview=preview,
         overwrite=overwrite,
         resume=resume,
+        outputs=outputs,
+        mesh_format=mesh_format,
+        mesh_smoothing=mesh_smoothing,
+        mesh_decimate=mesh_decimate,
     )
     plan = plan_batch(inputs, out, options.request)  # refuses bad outputs before any work
 
@@ -120,7 +138,9 @@ def predict(
         pool.get(domain)  # an unknown domain or a bad model fails before any case
     router = _router(model, domain, device=device, threshold=ood_threshold)
     with _Display(quiet=quiet) as display:
-        result = predict_batch(plan, options, pool=pool, router=router, callback=display)
+        result = predict_batch(
+            plan, options, pool=pool, router=router, callback=display, domain=domain
+        )
     _summary(result, out)
     if result.failed:
         raise typer.Exit(1)

@@ -21,18 +21,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, PedsegError
 from pedseg.inference.cases import (
+    BatchOptions,
     BatchPlan,
     Case,
     CaseOutputs,
-    OutputRequest,
+    PredictorPool,
     collect_cases,
     plan_batch,
+    with_clinical,
 )
 from pedseg.inference.manifest import (
     LOCK_NAME,
@@ -42,11 +45,11 @@ from pedseg.inference.manifest import (
     remove_stale_temporaries,
 )
 from pedseg.inference.predictor import Predictor
-from pedseg.inference.report import case_report, write_preview, write_report
 from pedseg.inference.routing import Route, Router, fixed_domain
-from pedseg.io import read_volume, write_like
-from pedseg.io.atomic import atomic_path, make_folder
-from pedseg.io.volume import Volume
+from pedseg.inference.writing import predict_case
+from pedseg.io import read_volume
+from pedseg.io.atomic import make_folder
+from pedseg.io.checks import volume_warnings
 
 __all__ = [
     "MANIFEST_NAME",
@@ -66,21 +69,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Status = Literal["done", "failed", "skipped", "busy"]
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """What to write and how (``resume`` is the CLI's ``--continue``)."""
-
-    out: Path
-    save_probabilities: bool = False
-    preview: bool = False
-    overwrite: bool = False
-    resume: bool = False
-
-    @property
-    def request(self) -> OutputRequest:
-        return OutputRequest(probabilities=self.save_probabilities, preview=self.preview)
 
 
 @dataclass(frozen=True)
@@ -123,26 +111,6 @@ class BatchResult:
         return sum(1 for r in self.results if r.status == status)
 
 
-@dataclass
-class PredictorPool:
-    """One predictor per domain, opened on first use by ``opener``."""
-
-    opener: Callable[[str], Predictor]
-    opened: dict[str, Predictor] = field(default_factory=dict)
-
-    def get(self, domain: str) -> Predictor:
-        if domain not in self.opened:
-            self.opened[domain] = self.opener(domain)
-        return self.opened[domain]
-
-    def model_of(self, domain: str) -> str | None:
-        """The model hash domain ``domain`` is predicted with (``None``: not in this model)."""
-        try:
-            return self.get(domain).info.model_sha256
-        except PedsegError:
-            return None
-
-
 # -------------------------------------------------------------------------------------- running
 def predict_cases(
     predictor: Predictor,
@@ -157,7 +125,12 @@ def predict_cases(
     plan = plan_batch(inputs, options.out, options.request)
     pool = PredictorPool(lambda name: predictor, {domain: predictor})
     return predict_batch(
-        plan, options, pool=pool, router=router or fixed_domain(domain), callback=callback
+        plan,
+        options,
+        pool=pool,
+        router=router or fixed_domain(domain),
+        callback=callback,
+        domain=domain,
     )
 
 
@@ -168,10 +141,19 @@ def predict_batch(
     pool: PredictorPool,
     router: Router,
     callback: Callable[[BatchEvent], None] | None = None,
+    domain: str | None = None,
 ) -> BatchResult:
     """Predict every case of ``plan`` (see the module docstring); failures of one case (bad
-    input, ...) do not stop the others."""
+    input, ...) do not stop the others. ``domain``: every case's domain when it is known
+    beforehand (``--domain``), so that their clinical outputs are planned and checked up front."""
     emit = callback if callback is not None else (lambda event: None)
+    if domain is not None:  # every case's clinical files are known before any work
+        plan = replace(
+            plan,
+            outputs={
+                c.name: with_clinical(plan, options, c, pool.get(domain).spec) for c in plan.cases
+            },
+        )
     with _folder_state(plan) as (lock, manifest):
         run = _Run(plan, options, pool, router, emit, lock, manifest)
         skip = {c.name for c in plan.cases if options.resume and run.is_done(c)}
@@ -188,6 +170,14 @@ def predict_batch(
                 result = run.locked_case(index, case, owned[case.name])
             results.append(result)
             emit(BatchEvent("case_end", index, len(plan.cases), case=case, result=result))
+        if manifest is not None and any(
+            "stats" in options.formats_for(p.spec) for p in pool.opened.values()
+        ):
+            from pedseg.outputs.stats import merge_statistics_csv, statistics_files
+
+            with manifest.lock.manifest():
+                if statistics_files(manifest.folder):
+                    merge_statistics_csv(manifest.folder, overwrite=True)
     used = list(pool.opened.values())
     backend = used[-1].backend if used else None
     return BatchResult(
@@ -277,8 +267,8 @@ class _Run:
                     domain=None,
                     model_sha256=None,
                 )
-            replace = self.options.overwrite or all(p in owned for p in files if p.exists())
-            result = self.run_case(index, case, replace)
+            may_replace = self.options.overwrite or all(p in owned for p in files if p.exists())
+            result = self.run_case(index, case, may_replace)
             if self.manifest is not None:
                 _record(self.manifest, result)
             return result
@@ -286,7 +276,29 @@ class _Run:
             if self.lock is not None:
                 self.lock.release_case(case.name)
 
-    def run_case(self, index: int, case: Case, replace: bool) -> CaseResult:
+    def routed_outputs(self, case: Case, spec: DomainSpec, may_replace: bool) -> CaseOutputs:
+        """The case's outputs once its domain is known: with the clinical files of that domain
+        (planned before any work when the domain was given); new ones must not exist yet."""
+        outputs = self.plan.outputs[case.name]
+        if outputs.clinical or not self.options.formats_for(spec).without("nifti").formats:
+            return outputs
+        outputs = with_clinical(self.plan, self.options, case, spec)
+        if not may_replace:
+            taken = [p for p in outputs.clinical.values() if p.exists()]
+            if taken:
+                raise OutputExistsError(taken[0], "pass --overwrite to replace it")
+        if self.manifest is not None:  # they are this case's from now on (a kill, --continue)
+            self.manifest.record(
+                case.name,
+                status="running",
+                source=case.source,
+                outputs=outputs.files(),
+                domain=spec.name,
+                model_sha256=None,
+            )
+        return outputs
+
+    def run_case(self, index: int, case: Case, may_replace: bool) -> CaseResult:
         start = time.perf_counter()
         route: Route | None = None
         try:
@@ -294,18 +306,25 @@ class _Run:
             read_s = time.perf_counter() - start
             t1 = time.perf_counter()
             route = self.router(case, volume)
+            noticed = (*volume.warnings, *volume_warnings(volume))
+            if noticed:  # a blank scan, a qform/sform disagreement: segmented, and said
+                route = replace(route, warnings=(*noticed, *route.warnings))
             timings = {"read": read_s}
             if route.recognition is not None:
                 timings["recognition"] = time.perf_counter() - t1
             self.emit(BatchEvent("routed", index, len(self.plan.cases), case=case, route=route))
+            predictor = self.pool.get(route.domain)
+            outputs = self.routed_outputs(case, predictor.spec, may_replace)
             report = predict_case(
-                self.pool.get(route.domain),
+                predictor,
                 case,
-                self.plan.outputs[case.name],
+                outputs,
                 volume,
                 route=route,
                 timings=timings,
-                overwrite=replace,
+                warnings=route.warnings,
+                formats=self.options.formats_for(predictor.spec),
+                overwrite=may_replace,
             )
         except (PedsegError, MemoryError) as error:
             reason = str(error) if isinstance(error, PedsegError) else "out of memory"
@@ -327,77 +346,12 @@ class _Run:
         return CaseResult(
             case,
             "done",
-            tuple(self.plan.files(case)),
+            tuple(outputs.files()),
             report=report,
             seconds=time.perf_counter() - start,
             domain=route.domain,
             warnings=route.warnings,
         )
-
-
-def predict_case(
-    predictor: Predictor,
-    case: Case,
-    plan: CaseOutputs,
-    volume: Volume,
-    *,
-    route: Route | None = None,
-    timings: dict[str, float] | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Predict one read case and write its files; returns its report. All or nothing on disk."""
-    t0 = time.perf_counter()
-    prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
-    spec = predictor.spec
-    timings = {**(timings or {}), **prediction.timings}
-    names = {"labels": plan.labels.name, "report": plan.report.name}
-    if plan.probabilities is not None:
-        names["probabilities"] = plan.probabilities.name
-    if plan.preview is not None:
-        names["preview"] = plan.preview.name
-    with contextlib.ExitStack() as stack:
-        t2 = time.perf_counter()
-        tmp = stack.enter_context(atomic_path(plan.labels, overwrite=overwrite))
-        write_like(prediction.labels, volume, tmp, overwrite=True)
-        if plan.probabilities is not None and prediction.probabilities is not None:
-            tmp = stack.enter_context(atomic_path(plan.probabilities, overwrite=overwrite))
-            write_like(prediction.probabilities, volume, tmp, overwrite=True)
-        if plan.preview is not None:
-            tmp = stack.enter_context(atomic_path(plan.preview, overwrite=overwrite))
-            write_preview(
-                tmp,
-                volume.array,
-                prediction.labels,
-                axis=prediction.axis,
-                spec=spec,
-                title=case.name,
-                overwrite=True,
-            )
-        timings["write"] = time.perf_counter() - t2
-        timings["total"] = sum(v for k, v in timings.items() if k in ("read", "recognition")) + (
-            time.perf_counter() - t0
-        )
-        report = case_report(
-            case=case.name,
-            source=case.source,
-            spec=spec,
-            labels=prediction.labels,
-            spacing=volume.spacing,
-            shape=volume.source.shape,
-            slice_axis=prediction.axis,
-            model_sha256=predictor.info.model_sha256,
-            scheme=predictor.info.scheme,
-            backend=predictor.backend.name,
-            device=predictor.backend.device,
-            postprocessed=predictor.postprocess,
-            timings=timings,
-            outputs=names,
-        )
-        if route is not None and route.recognition is not None:
-            report["recognition"] = route.recognition
-        tmp = stack.enter_context(atomic_path(plan.report, overwrite=overwrite))
-        write_report(tmp, report, overwrite=True)
-    return report
 
 
 def _record(manifest: OutputManifest, result: CaseResult) -> None:

@@ -14,8 +14,8 @@ domain, model hash and the history of its attempts (status, process id, time). A
 
 A case is done only when all its outputs and its ``done`` record are in place. A case interrupted
 in between (killed, crashed) stays ``running`` in the manifest; the next run with ``--continue``
-redoes it, replacing only the outputs that record lists as its own, and removes the temporary
-files the killed process left. A manifest that is not pedseg's is refused, never merged into.
+redoes it, replacing only the outputs its record lists as its own, and removes the temporary
+files the killed process left; so is a done case one of whose outputs has gone. A manifest that is not pedseg's is refused, never merged into.
 """
 
 from __future__ import annotations
@@ -197,9 +197,11 @@ class OutputManifest:
         return Path(path).relative_to(self.folder).as_posix()
 
     def owned_outputs(self, name: str) -> set[str]:
-        """The outputs an unfinished record of case ``name`` lists (replaced on ``--continue``)."""
+        """The outputs case ``name``'s record lists: pedseg wrote them for that case, so a case
+        that is not done (interrupted, failed, or an output deleted since) may replace them on
+        ``--continue``."""
         entry = self.entry(name)
-        if entry is None or entry.get("status") == "done":
+        if entry is None:
             return set()
         outputs = entry.get("outputs")
         return {str(p) for p in outputs} if isinstance(outputs, list) else set()

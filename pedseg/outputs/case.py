@@ -103,6 +103,7 @@ def write_case_outputs(
     model_sha256: str | None = None,
     case: str | None = None,
     nifti_suffix: str = ".nii.gz",
+    stack: contextlib.ExitStack | None = None,
 ) -> WrittenOutputs:
     """Write every format of ``formats`` for one case; see :func:`plan_case_outputs` for the files.
 
@@ -110,7 +111,9 @@ def write_case_outputs(
     shape; what ``write_like`` takes). ``volume``: the input image (geometry, intensities for the
     statistics, and for ``dicom-seg`` its DICOM series folder ``volume.path``). ``model_sha256``:
     the model's hash for the DICOM-SEG's algorithm identification (None: MANUAL). ``case``: the
-    name in the statistics rows (default ``stem.name``).
+    name in the statistics rows (default ``stem.name``). ``stack``: the caller's exit stack, when
+    these files are part of a larger all-or-nothing write (they are then moved into place when
+    that stack closes, with the caller's own files).
     """
     plan = plan_case_outputs(
         stem,
@@ -142,10 +145,11 @@ def write_case_outputs(
         rows = tuple(label_statistics(array, volume.array, volume.affine, meshes, case=name))
         stats_s = time.perf_counter() - start
     writers = _writers(array, volume, spec, formats, plan, meshes, rows, model_sha256, name)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as own:
+        target = stack if stack is not None else own
         for kind, write in writers.items():
             start = time.perf_counter()
-            tmp = stack.enter_context(atomic_path(plan.files[kind], overwrite=overwrite))
+            tmp = target.enter_context(atomic_path(plan.files[kind], overwrite=overwrite))
             write(tmp)
             timings[kind] = time.perf_counter() - start
     if "stats" in timings:
