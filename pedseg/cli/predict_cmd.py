@@ -8,6 +8,7 @@ planned once and predicted in input order into the same place (:mod:`pedseg.infe
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,7 +137,9 @@ def predict(
     pool = PredictorPool(opener)
     if domain is not None:
         pool.get(domain)  # an unknown domain or a bad model fails before any case
-    router = _router(model, domain, device=device, threshold=ood_threshold)
+    router = _router(
+        model, domain, device=device, threshold=ood_threshold, fallback=allow_cpu_fallback
+    )
     with _Display(quiet=quiet) as display:
         result = predict_batch(
             plan, options, pool=pool, router=router, callback=display, domain=domain
@@ -147,7 +150,12 @@ def predict(
 
 
 def _router(
-    model: Path | None, domain: str | None, *, device: str, threshold: float | None
+    model: Path | None,
+    domain: str | None,
+    *,
+    device: str,
+    threshold: float | None,
+    fallback: bool,
 ) -> Router:
     """Recognition for every scan without ``--domain``; with it, the profile check when the run
     has profiles (when it has none, or they are damaged, a warning says the checks are off)."""
@@ -155,10 +163,13 @@ def _router(
     from pedseg.inference.recognition import recognizer_for
     from pedseg.inference.routing import fixed_domain, recognised_domain
 
+    recognizer_of = partial(
+        recognizer_for, model, device=device, threshold=threshold, allow_cpu_fallback=fallback
+    )
     if domain is None:
-        return recognised_domain(recognizer_for(model, device=device, threshold=threshold))
+        return recognised_domain(recognizer_of())
     try:
-        recognizer = recognizer_for(model, device=device, threshold=threshold)
+        recognizer = recognizer_of()
     except ProfileUnavailableError as exc:
         logger.info("no domain checks: %s", exc)
         return fixed_domain(domain)

@@ -218,7 +218,11 @@ class Recognizer:
 
 
 def recognizer_for(
-    model: Path | None, *, device: str = "cpu", threshold: float | None = None
+    model: Path | None,
+    *,
+    device: str = "cpu",
+    threshold: float | None = None,
+    allow_cpu_fallback: bool = False,
 ) -> Recognizer:
     """The recognizer of a run folder (default: the last run) with the OOD ``threshold`` (default
     :data:`OOD_THRESHOLD`); :class:`ModelError` for a folder of ONNX exports (no embedding there)
@@ -233,4 +237,5 @@ def recognizer_for(
             "recognised; pass --domain NAME, or --model with the run folder"
         )
     chosen = OOD_THRESHOLD if threshold is None else threshold
-    return Recognizer.from_run(load_run(model), threshold=chosen, device=resolve_device(device))
+    torch_device = resolve_device(device, allow_cpu_fallback=allow_cpu_fallback)
+    return Recognizer.from_run(load_run(model), threshold=chosen, device=torch_device)

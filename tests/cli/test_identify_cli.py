@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from pedseg.runfolder.profiles import OOD_THRESHOLD
 from tests.cli.conftest import Runner, one_line_error
@@ -172,3 +173,34 @@ def test_damaged_profiles_and_failed_recognition_are_warnings(
     # without --domain the damaged profile is an error naming the file
     result = pedseg("predict", scan, "--model", str(damaged), "-o", str(tmp_path / "t.nii.gz"))
     assert "domains.safetensors" in one_line_error(result) and "does not match" in result.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cpu_fallback_holds_for_recognition_too(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """--device cuda --allow-cpu-fallback without a GPU: recognition and the network both run on
+    the CPU (recognition used to fail with "no CUDA GPU is available")."""
+    paths = [str(scans["ankle"][0]), str(scans["shoulder"][0])]
+    out = tmp_path / "out"
+    args = ("predict", *paths, "--model", str(run), "-o", str(out), "--device", "cuda")
+    refused = pedseg(*args)
+    assert "--allow-cpu-fallback" in one_line_error(refused)
+    result = pedseg(*args, "--allow-cpu-fallback", "-q")
+    assert result.code == 0, result.err
+    assert "2 cases predicted" in result.out and "on cpu" in result.out
+    with_domain = pedseg(
+        "predict",
+        paths[0],
+        "-d",
+        "ankle",
+        "--model",
+        str(run),
+        "-o",
+        str(tmp_path / "s.nii.gz"),
+        "--device",
+        "cuda",
+        "--allow-cpu-fallback",
+    )
+    assert with_domain.code == 0, with_domain.err
+    assert "recognition" in json.loads((tmp_path / "s.json").read_text())
