@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, PedsegError, VolumeError
+from pedseg.errors import ConfigError, OutputError, PedsegError, VolumeError
 from pedseg.io import is_volume_path
 from pedseg.io.readers import volume_suffix
 from pedseg.io.writers import OUTPUT_SUFFIXES
@@ -143,6 +143,15 @@ def plan_batch(
     refuses outputs equal to an input or inside an input folder."""
     request = request or OutputRequest()
     cases = collect_cases(inputs)
+    try:
+        return _plan(cases, inputs, out, request)
+    except OSError as exc:  # e.g. a --out name too long to even look up
+        raise OutputError(out, exc) from exc
+
+
+def _plan(
+    cases: Sequence[Case], inputs: Sequence[Path], out: Path, request: OutputRequest
+) -> BatchPlan:
     plans: dict[str, CaseOutputs] = {}
     folder: Path | None = None
     if is_single_file_out(cases, out):

@@ -40,6 +40,7 @@ from pedseg.data.sampler import seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError, ModelError
 from pedseg.io import is_volume_path, read_volume
+from pedseg.io.atomic import make_folder, output_errors
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import MultiDomainUNet
 from pedseg.runfolder.card import ModelCard
@@ -230,8 +231,9 @@ def _store_profile(
 
 def _write_run(out: Path, net: MultiDomainUNet, card: ModelCard, record: dict[str, Any]) -> str:
     """Write the weights and card into a temporary folder renamed to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    make_folder(out.parent)
+    with output_errors(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         adapted = replace(card, pedseg_version=__version__, adapted=record, artifacts={})
         written = save_model(RunLayout(tmp), net, adapted)
