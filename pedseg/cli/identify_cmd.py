@@ -41,12 +41,13 @@ def identify(
     """
     from pedseg.errors import PedsegError
     from pedseg.inference.batch import collect_cases
+    from pedseg.inference.ood import OodCheck
     from pedseg.inference.recognition import recognizer_for
     from pedseg.io import read_volume
     from pedseg.io.atomic import atomic_path
-    from pedseg.io.checks import volume_warnings
 
     recognizer = recognizer_for(model, device=device, threshold=ood_threshold)
+    ood = OodCheck(recognizer.profiles())
     cases = collect_cases(scans)
     if json_out is not None and json_out.exists() and not overwrite:
         from pedseg.errors import OutputExistsError
@@ -57,8 +58,17 @@ def identify(
         entry: dict[str, Any] = {"scan": case.name, "input": str(case.source)}
         try:
             volume = read_volume(case.source)
-            entry.update(recognizer.identify(volume).to_dict())
-            entry["warnings"] = volume_warnings(volume)
+            recognition = recognizer.identify(volume)
+            entry.update(recognition.to_dict())
+            spec = next(c.spec for c in recognizer.candidates if c.spec.name == recognition.domain)
+            verdict = ood.assess(volume, spec, recognition=entry)
+            entry["ood"] = verdict.flagged
+            entry["embedding_ood"] = recognition.ood
+            entry["evidence"] = verdict.to_dict()
+            entry["warnings"] = [
+                *volume.warnings,
+                *([verdict.warning()] if verdict.flagged else []),
+            ]
         except PedsegError as exc:
             entry["error"] = str(exc)
         rows.append(entry)
@@ -80,7 +90,13 @@ def identify(
 
 
 def _table(rows: list[dict[str, Any]], domains: tuple[str, ...]) -> Table:
-    table = Table(title="Domain recognition (distance: median, in units of the domain's p95)")
+    table = Table(
+        title="Domain recognition (distance: median, in units of the domain's p95)",
+        caption="The domain is the one that claims most slices (each slice is nearer that "
+        "domain's centroid than the other domains' scans seen through its batch norm); the "
+        "distances are measured in each domain's own embedding space, so the smallest one need "
+        "not be the chosen domain's. OOD: any out-of-distribution check failed (see warnings).",
+    )
     for column in ("scan", "domain", "confidence", *domains, "OOD"):
         table.add_column(column, justify="left" if column in ("scan", "domain") else "right")
     for row in rows:

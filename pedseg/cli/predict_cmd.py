@@ -29,6 +29,7 @@ from pedseg.cli.render import console
 
 if TYPE_CHECKING:
     from pedseg.inference.batch import BatchEvent, BatchResult
+    from pedseg.inference.ood import OodCheck
     from pedseg.inference.predictor import Predictor
     from pedseg.inference.routing import Router
 
@@ -97,6 +98,12 @@ def predict(
         help="Warn when a scan's median distance to its domain exceeds this many p95 units "
         "(default: pedseg's, see docs/recognition.md).",
     ),
+    refuse_ood: bool = typer.Option(
+        False,
+        "--refuse-ood",
+        help="Do not segment a scan that looks out of distribution (blank, another anatomy or "
+        "sequence, unlike the training scans); it is recorded as failed with the reasons.",
+    ),
     quiet: bool = quiet_option("No progress bar."),
 ) -> None:
     """Segment volumes; writes label maps with the inputs' exact geometry."""
@@ -137,12 +144,17 @@ def predict(
     pool = PredictorPool(opener)
     if domain is not None:
         pool.get(domain)  # an unknown domain or a bad model fails before any case
-    router = _router(
-        model, domain, device=device, threshold=ood_threshold, fallback=allow_cpu_fallback
+    router, ood = _router(
+        model,
+        domain,
+        device=device,
+        threshold=ood_threshold,
+        fallback=allow_cpu_fallback,
+        refuse=refuse_ood,
     )
     with _Display(quiet=quiet) as display:
         result = predict_batch(
-            plan, options, pool=pool, router=router, callback=display, domain=domain
+            plan, options, pool=pool, router=router, callback=display, domain=domain, ood=ood
         )
     _summary(result, out)
     if result.failed:
@@ -156,10 +168,13 @@ def _router(
     device: str,
     threshold: float | None,
     fallback: bool,
-) -> Router:
+    refuse: bool,
+) -> tuple[Router, OodCheck]:
     """Recognition for every scan without ``--domain``; with it, the profile check when the run
-    has profiles (when it has none, or they are damaged, a warning says the checks are off)."""
+    has profiles (when it has none, or they are damaged, a warning says the checks are off). The
+    out-of-distribution checks use the same profiles (without them: only blank scans)."""
     from pedseg.errors import ModelError, ProfileUnavailableError
+    from pedseg.inference.ood import OodCheck
     from pedseg.inference.recognition import recognizer_for
     from pedseg.inference.routing import fixed_domain, recognised_domain
 
@@ -167,16 +182,17 @@ def _router(
         recognizer_for, model, device=device, threshold=threshold, allow_cpu_fallback=fallback
     )
     if domain is None:
-        return recognised_domain(recognizer_of())
+        recognizer = recognizer_of()
+        return recognised_domain(recognizer), OodCheck(recognizer.profiles(), refuse=refuse)
     try:
         recognizer = recognizer_of()
     except ProfileUnavailableError as exc:
         logger.info("no domain checks: %s", exc)
-        return fixed_domain(domain)
+        return fixed_domain(domain), OodCheck(refuse=refuse)
     except ModelError as exc:
         _warn("domain checks are off", str(exc))
-        return fixed_domain(domain)
-    return fixed_domain(domain, recognizer)
+        return fixed_domain(domain), OodCheck(refuse=refuse)
+    return fixed_domain(domain, recognizer), OodCheck(recognizer.profiles(), refuse=refuse)
 
 
 def _warn(case: str, message: str) -> None:
@@ -224,6 +240,8 @@ class _Display:
                 console.print(f"{escape(event.case.name)}: {event.route.summary}", soft_wrap=True)
             for warning in event.route.warnings:
                 _warn(event.case.name, warning)
+        if event.kind == "case_end" and event.result is not None and event.result.ood_warning:
+            _warn(event.result.case.name, event.result.ood_warning)
         progress = self.progress
         if progress is None:
             return

@@ -73,23 +73,35 @@ def prepare_volume(
     *,
     image_size: tuple[int, int] | None = None,
     label: Volume | None = None,
+    picks: np.ndarray | None = None,
 ) -> SliceStack:
     """Normalise ``volume``, slice it along the domain's axis, resize each slice to ``image_size``.
 
     ``image_size`` defaults to the descriptor's. ``label`` (same grid as ``volume``) is resized with
-    nearest neighbours and must only hold 0 and the declared label ids.
+    nearest neighbours and must only hold 0 and the declared label ids. ``picks``: only these slice
+    indices (the normalisation still sees the whole volume), e.g. the few slices recognition
+    embeds; :func:`slice_count` tells how many there are without preparing any.
     """
     size = _check_size(image_size if image_size is not None else spec.image_size)
     axis = resolve_slice_axis(spec, volume)
     normalized = np.asarray(get_normalization(spec.normalization)(volume.array), dtype=np.float32)
     slices = np.moveaxis(normalized, axis, 0)
     in_plane = (int(slices.shape[1]), int(slices.shape[2]))
+    if picks is not None:
+        slices = slices[np.asarray(picks, dtype=np.int64)]
     images = resize_slices(slices, size, mode="bilinear")
     labels = None
     if label is not None:
         label_slices = np.moveaxis(_label_array(label, volume, spec), axis, 0)
+        if picks is not None:
+            label_slices = label_slices[np.asarray(picks, dtype=np.int64)]
         labels = resize_slices(label_slices, size, mode="nearest").astype(np.uint8)
     return SliceStack(images=images, labels=labels, axis=axis, in_plane_shape=in_plane)
+
+
+def slice_count(volume: Volume, spec: DomainSpec) -> int:
+    """How many slices :func:`prepare_volume` makes of ``volume`` for ``spec``."""
+    return int(volume.shape[resolve_slice_axis(spec, volume)])
 
 
 def restore_slices(probs: np.ndarray, *, in_plane_shape: tuple[int, int], axis: int) -> np.ndarray:

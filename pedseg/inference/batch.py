@@ -44,12 +44,12 @@ from pedseg.inference.manifest import (
     OutputManifest,
     remove_stale_temporaries,
 )
+from pedseg.inference.ood import OodCheck
 from pedseg.inference.predictor import Predictor
 from pedseg.inference.routing import Route, Router, fixed_domain
 from pedseg.inference.writing import predict_case
 from pedseg.io import read_volume
 from pedseg.io.atomic import make_folder
-from pedseg.io.checks import volume_warnings
 
 __all__ = [
     "MANIFEST_NAME",
@@ -81,6 +81,8 @@ class CaseResult:
     seconds: float = 0.0
     domain: str | None = None
     warnings: tuple[str, ...] = ()
+    ood_warning: str | None = None
+    """The out-of-distribution verdict's warning (known once the case is predicted)."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,12 @@ def predict_batch(
     router: Router,
     callback: Callable[[BatchEvent], None] | None = None,
     domain: str | None = None,
+    ood: OodCheck | None = None,
 ) -> BatchResult:
     """Predict every case of ``plan`` (see the module docstring); failures of one case (bad
     input, ...) do not stop the others. ``domain``: every case's domain when it is known
-    beforehand (``--domain``), so that their clinical outputs are planned and checked up front."""
+    beforehand (``--domain``), so that their clinical outputs are planned and checked up front.
+    ``ood``: the out-of-distribution checks (default: only blank scans are flagged)."""
     emit = callback if callback is not None else (lambda event: None)
     if domain is not None:  # every case's clinical files are known before any work
         plan = replace(
@@ -155,7 +159,7 @@ def predict_batch(
             },
         )
     with _folder_state(plan) as (lock, manifest):
-        run = _Run(plan, options, pool, router, emit, lock, manifest)
+        run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
         skip = {c.name for c in plan.cases if options.resume and run.is_done(c)}
         owned = {c.name: run.owned(c) for c in plan.cases}
         if not options.overwrite:
@@ -229,6 +233,7 @@ class _Run:
     emit: Callable[[BatchEvent], None]
     lock: FolderLock | None
     manifest: OutputManifest | None
+    ood: OodCheck
 
     def is_done(self, case: Case) -> bool:
         """Recorded done by the model its domain is predicted with, every output present."""
@@ -306,9 +311,8 @@ class _Run:
             read_s = time.perf_counter() - start
             t1 = time.perf_counter()
             route = self.router(case, volume)
-            noticed = (*volume.warnings, *volume_warnings(volume))
-            if noticed:  # a blank scan, a qform/sform disagreement: segmented, and said
-                route = replace(route, warnings=(*noticed, *route.warnings))
+            if volume.warnings:  # e.g. a qform/sform disagreement: segmented, and said
+                route = replace(route, warnings=(*volume.warnings, *route.warnings))
             timings = {"read": read_s}
             if route.recognition is not None:
                 timings["recognition"] = time.perf_counter() - t1
@@ -324,6 +328,7 @@ class _Run:
                 timings=timings,
                 warnings=route.warnings,
                 formats=self.options.formats_for(predictor.spec),
+                ood=self.ood,
                 overwrite=may_replace,
             )
         except (PedsegError, MemoryError) as error:
@@ -343,6 +348,7 @@ class _Run:
                 files = tuple(self.plan.files(case))
                 _record(self.manifest, CaseResult(case, "failed", files, reason=reason))
             raise
+        ood = report.get("ood", {})
         return CaseResult(
             case,
             "done",
@@ -351,6 +357,9 @@ class _Run:
             seconds=time.perf_counter() - start,
             domain=route.domain,
             warnings=route.warnings,
+            ood_warning=f"looks out of distribution: {'; '.join(ood['reasons'])}"
+            if ood.get("flagged")
+            else None,
         )
 
 

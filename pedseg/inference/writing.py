@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pedseg.inference.cases import Case, CaseOutputs
+from pedseg.inference.ood import OodCheck, OutOfDistributionError
 from pedseg.inference.predictor import Predictor
 from pedseg.inference.report import case_report, write_preview, write_report
 from pedseg.inference.routing import Route
@@ -36,12 +37,24 @@ def predict_case(
     timings: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
     formats: OutputFormats | None = None,
+    ood: OodCheck | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Predict one read case and write its files (see the module docstring); returns its report."""
+    """Predict one read case and write its files (see the module docstring); returns its report.
+    ``ood``: the out-of-distribution checks (their verdict goes in the report; a flagged scan is
+    refused before anything is written when the check says so)."""
     t0 = time.perf_counter()
     prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
     spec = predictor.spec
+    verdict = None
+    if ood is not None:
+        recognition = route.recognition if route is not None else None
+        verdict = ood.assess(volume, spec, prediction.labels, recognition)
+        if verdict.flagged and ood.refuse:
+            raise OutOfDistributionError(
+                f"{case.name}: refused as out of distribution (--refuse-ood): "
+                + "; ".join(verdict.reasons)
+            )
     timings = {**(timings or {}), **prediction.timings}
     names = {"labels": plan.labels.name, "report": plan.report.name}
     with contextlib.ExitStack() as stack:
@@ -105,6 +118,10 @@ def predict_case(
         )
         if volume.source.affine_source is not None:
             report["affine_source"] = volume.source.affine_source
+        if verdict is not None:
+            report["ood"] = verdict.to_dict()
+            if verdict.flagged:
+                warnings = [*warnings, str(verdict.warning())]
         if warnings:
             report["warnings"] = list(warnings)
         if route is not None and route.recognition is not None:

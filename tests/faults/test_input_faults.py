@@ -43,10 +43,11 @@ def test_identify_names_a_blank_scan(
     report = tmp_path / "ids.json"
     result = pedseg("identify", str(blank), "-m", str(run), "--json", str(report))
     assert result.code == 0, result.err
-    warning = "warning: blank: blank volume: every voxel is 0 (an empty or blanked scan?)"
-    assert warning in result.out.splitlines()
+    reason = "blank: blank volume: every voxel is 0 (an empty or blanked scan?)"
+    assert f"warning: blank: looks out of distribution: {reason}" in result.out
     [row] = json.loads(report.read_text())["scans"]
-    assert row["warnings"] == ["blank volume: every voxel is 0 (an empty or blanked scan?)"]
+    assert row["ood"] and row["evidence"]["reasons"][0] == reason
+    assert row["warnings"][0].startswith(f"looks out of distribution: {reason}")
     assert result.err == ""
 
 
