@@ -158,20 +158,15 @@ def predict_batch(
                 c.name: with_clinical(plan, options, c, pool.get(domain).spec) for c in plan.cases
             },
         )
+    if not options.overwrite and not options.resume:
+        _refuse_existing(plan)
     with _folder_state(plan) as (lock, manifest):
         run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
-        skip = {c.name for c in plan.cases if options.resume and run.is_done(c)}
-        owned = {c.name: run.owned(c) for c in plan.cases}
-        if not options.overwrite:
-            _refuse_existing(plan, [c for c in plan.cases if c.name not in skip], owned)
         emit(BatchEvent("start", 0, len(plan.cases)))
         results: list[CaseResult] = []
         for index, case in enumerate(plan.cases):
             emit(BatchEvent("case_start", index, len(plan.cases), case=case))
-            if case.name in skip:
-                result = CaseResult(case, "skipped", tuple(plan.files(case)), "done before")
-            else:
-                result = run.locked_case(index, case, owned[case.name])
+            result = run.locked_case(index, case)
             results.append(result)
             emit(BatchEvent("case_end", index, len(plan.cases), case=case, result=result))
         if manifest is not None and any(
@@ -211,10 +206,9 @@ def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputMa
                     folder.rmdir()
 
 
-def _refuse_existing(plan: BatchPlan, cases: Sequence[Case], owned: dict[str, set[Path]]) -> None:
-    existing = [
-        p for case in cases for p in plan.files(case) if p.exists() and p not in owned[case.name]
-    ]
+def _refuse_existing(plan: BatchPlan) -> None:
+    """Without ``--overwrite`` or ``--continue``, existing outputs are refused before any work."""
+    existing = [p for case in plan.cases for p in plan.files(case) if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
         raise OutputExistsError(
@@ -247,22 +241,27 @@ class _Run:
         )
 
     def owned(self, case: Case) -> set[Path]:
-        """Outputs of ``case`` an unfinished earlier run left: replaced on ``--continue``."""
+        """Outputs of ``case`` its record lists (pedseg wrote them): replaced on ``--continue``."""
         if self.manifest is None or not self.options.resume:
             return set()
         names = self.manifest.owned_outputs(case.name)
         return {p for p in self.plan.files(case) if self.manifest.relative(p) in names}
 
-    def locked_case(self, index: int, case: Case, owned: set[Path]) -> CaseResult:
+    def locked_case(self, index: int, case: Case) -> CaseResult:
         """Steps 1-5 of the module docstring for one case."""
         files = self.plan.files(case)
         if self.lock is not None and not self.lock.try_case(case.name):
             return CaseResult(case, "busy", reason="another pedseg process is predicting it")
         try:
+            owned: set[Path] = set()
             if self.manifest is not None:
-                if not self.options.overwrite and self.is_done(case):
-                    return CaseResult(case, "skipped", tuple(files), "done by another process")
-                owned = owned | self.owned(case)
+                if not self.options.overwrite and self.is_done(case):  # maybe by another process
+                    return CaseResult(case, "skipped", tuple(files), "done before")
+                owned = self.owned(case)
+                taken = [p for p in files if p.exists() and p not in owned]
+                if taken and not self.options.overwrite:  # not pedseg's: never replaced
+                    hint = "pass --overwrite to replace it, or --continue if pedseg wrote it"
+                    return CaseResult(case, "failed", reason=str(OutputExistsError(taken[0], hint)))
                 remove_stale_temporaries(files)
                 self.manifest.record(
                     case.name,

@@ -127,6 +127,8 @@ class OutputManifest:
         self.lock = lock
         with lock.manifest():
             self._read()  # refuse a manifest that is not pedseg's before any work
+            # whoever writes the manifest holds this lock: its temporaries now are a killed run's
+            remove_stale_temporaries([self.path])
 
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
@@ -228,8 +230,9 @@ def remove_stale_temporaries(outputs: Sequence[Path]) -> list[Path]:
     """Delete the temporary files an interrupted write of ``outputs`` left (``.NAME.*.tmp*``,
     see :func:`pedseg.io.atomic.atomic_path`); call only while holding the case's lock."""
     removed: list[Path] = []
-    for output in outputs:
-        for stale in output.parent.glob(f".{output.name}.*.tmp*"):
+    for output in outputs:  # a writer's own atomic write inside ours nests one level deeper
+        patterns = (f".{output.name}.*.tmp*", f"..{output.name}.*.tmp*")
+        for stale in (p for pattern in patterns for p in output.parent.glob(pattern)):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
                 removed.append(stale)

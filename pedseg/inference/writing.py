@@ -10,6 +10,7 @@ are written, the report last, so a report never names a file that is not there.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from pedseg.inference.cases import Case, CaseOutputs
 from pedseg.inference.ood import OodCheck, OutOfDistributionError
 from pedseg.inference.predictor import Predictor
-from pedseg.inference.report import case_report, write_preview, write_report
+from pedseg.inference.report import case_report, write_preview
 from pedseg.inference.routing import Route
 from pedseg.io import write_like
 from pedseg.io.atomic import atomic_path
@@ -128,7 +129,7 @@ def predict_case(
             report["recognition"] = route.recognition
         if statistics is not None:
             report["statistics"] = statistics
-        write_report(report_tmp, report, overwrite=True)
+        report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 
