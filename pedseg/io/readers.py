@@ -159,8 +159,8 @@ def _make_volume(
         header=header,
         affine_source=affine_source,
     )
-    for warning in warnings:
-        logger.warning("%s: %s", path, warning)
+    for warning in warnings:  # the volume carries them: whoever uses it shows them
+        logger.info("%s: %s", path, warning)
     return Volume(
         array=array,
         spacing=spacing_of(canon),
