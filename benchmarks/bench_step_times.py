@@ -1,0 +1,143 @@
+"""Benchmark: real training-step times over the planner's candidate grid, four runtime variants each.
+
+For every (image size, base width, batch size) of the grid, the step the planner times
+(:func:`pedseg.planning.timing.measure_step_seconds`: the real MultiDomainUNet, depth 5, the
+trainer's dsl-contrastive + dice-ce losses, on-device augmentation, backward, Adam) is measured in
+four variants one after the other: fp32 NCHW, fp32 channels_last, bf16 autocast NCHW, bf16
+channels_last. Each variant: ``--warmup`` untimed steps, then the median of ``--steps``. Classes
+(5, 6) = pelvis (4 labels) + spine (5 labels) with background, so ``--record`` can store the
+results in the step-time cache that ``pedseg plan --domains pelvis spine`` reads.
+
+    python3 benchmarks/bench_step_times.py [--sizes 96 128 160] [--widths 8 16 32]
+        [--batches 16 32] [--record] [--out benchmarks/results/step_times.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pedseg.planning.timing import (
+    Machine,
+    StepSpec,
+    StepTimeCache,
+    detect_machine,
+    measure_step_seconds,
+)
+from pedseg.training.runtime import configure_threads
+
+VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
+NAMES = ("fp32 NCHW", "fp32 CL", "bf16 NCHW", "bf16 CL")
+CLASSES = (5, 6)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+def cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    present = set(flags.partition(":")[2].split())
+    return ", ".join(f"{w}: {'yes' if w in present else 'no'}" for w in wanted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 160])
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--record", action="store_true", help="Store results in the step cache.")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_times.md"))
+    args = parser.parse_args(argv)
+
+    configure_threads()
+    machine: Machine = detect_machine(args.device)
+    cache = StepTimeCache() if args.record else None
+    before, started = uptime(), time.perf_counter()
+    rows: list[str] = []
+    for size in args.sizes:
+        for width in args.widths:
+            for batch in args.batches:
+                times: list[float] = []
+                for precision, channels_last in VARIANTS:
+                    spec = StepSpec(
+                        image_size=size,
+                        base_width=width,
+                        depth=5,
+                        batch_size=batch,
+                        num_classes=CLASSES,
+                        precision=precision,
+                        channels_last=channels_last,
+                    )
+                    seconds = measure_step_seconds(
+                        spec, device=args.device, warmup=args.warmup, steps=args.steps
+                    )
+                    times.append(seconds)
+                    if cache is not None:
+                        cache.put(machine, spec, seconds)
+                best = min(range(len(times)), key=times.__getitem__)
+                cells = " | ".join(f"{t:.3f}" for t in times)
+                ms_slice = 1000 * times[best] / batch
+                name = NAMES[best]
+                row = (
+                    f"| {size} | {width} | {batch} | {cells} | {times[0] / times[2]:.2f} | "
+                    f"{times[0] / times[1]:.2f} | {name} | {ms_slice:.1f} | {load()} |"
+                )
+                rows.append(row)
+                print(row, flush=True)
+    wall = time.perf_counter() - started
+    after = uptime()
+    command = shlex.join(["python3", "benchmarks/bench_step_times.py", *sys.argv[1:]])
+    header = [
+        f"# Training-step times over the planner's grid ({dt.date.today().isoformat()})",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {machine.describe()}; `lscpu` model {platform.processor() or machine.name!r}; "
+        f"{cpu_flags()}",
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}",
+        "- step: `pedseg.planning.timing.measure_step_seconds` (real MultiDomainUNet depth 5, "
+        "dsl-contrastive + dice-ce, classes (5, 6) = pelvis + spine, on-device augmentation, "
+        f"backward, Adam); {args.warmup} warm-up + median of {args.steps} timed steps per variant",
+        f"- load before: `{before}`",
+        f"- load after: `{after}`",
+        f"- wall time: {wall:.0f} s",
+        "",
+        "Seconds per step; ratios > 1 mean the variant is faster than fp32 NCHW.",
+        "",
+        "| image | width | batch | fp32 NCHW | fp32 CL | bf16 NCHW | bf16 CL | bf16/fp32 (NCHW) "
+        "| CL/NCHW (fp32) | fastest | ms/slice (fastest) | load 1/5/15 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join([*header, *rows]) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
