@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import typer
+
 from pedseg.errors import ConfigError
 
 DATA_HELP = "Data folder of a domain for this run, as NAME=DIR (MSD layout); repeatable."
@@ -36,3 +38,18 @@ def parse_image_size(value: str | None) -> tuple[int, int] | None:
     if len(numbers) != 2 or min(numbers) < 1:
         raise ConfigError(f"--image-size must look like 256 or 256x192, got {value!r}")
     return numbers[0], numbers[1]
+
+
+def given_options(ctx: typer.Context) -> frozenset[str]:
+    """The parameter names the user gave on the command line (or through the environment).
+
+    Options with a default cannot tell "given" from "defaulted" by value; this asks click where
+    each value came from, so ``--epochs 30`` overrides a plan even though 30 is the default.
+    (Typer vendors its own click, so the source is compared by name.)
+    """
+    given = {"COMMANDLINE", "ENVIRONMENT"}
+    return frozenset(
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) in given
+    )

@@ -71,7 +71,7 @@ class LabelPostprocess:
     """How to clean one label's prediction in 3D, decided from the training labels.
 
     ``keep_largest``: keep at most this many components (0 = all); ``min_volume_mm3``: drop
-    components smaller than this (0 = none).
+    components smaller than this (0 = none), except the largest, which is always kept.
     """
 
     domain: str
