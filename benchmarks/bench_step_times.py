@@ -1,10 +1,11 @@
 """Benchmark: real training-step times over the planner's candidate grid, four runtime variants each.
 
 For every (image size, base width, batch size) of the grid, the step the planner times
-(:func:`pedseg.planning.timing.measure_step_seconds`: the real MultiDomainUNet, depth 5, the
-trainer's dsl-contrastive + dice-ce losses, on-device augmentation, backward, Adam) is measured in
-four variants one after the other: fp32 NCHW, fp32 channels_last, bf16 autocast NCHW, bf16
-channels_last. Each variant: ``--warmup`` untimed steps, then the median of ``--steps``. Classes
+(:class:`pedseg.planning.timing.StepRunner`: the real MultiDomainUNet, depth 5, the trainer's
+dsl-contrastive + dice-ce losses, on-device augmentation, backward, Adam) is measured in four
+variants side by side: fp32 NCHW, fp32 channels_last, bf16 autocast NCHW, bf16 channels_last. Each
+variant gets ``--warmup`` untimed steps, then the variants' timed steps are interleaved (rotating
+order, so load from other processes hits all alike) and the median of ``--steps`` is kept. Classes
 (5, 6) = pelvis (4 labels) + spine (5 labels) with background, so ``--record`` can store the
 results in the step-time cache that ``pedseg plan --domains pelvis spine`` reads.
 
@@ -19,6 +20,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -26,13 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pedseg.planning.timing import (
-    Machine,
-    StepSpec,
-    StepTimeCache,
-    detect_machine,
-    measure_step_seconds,
-)
+from pedseg.planning.timing import Machine, StepRunner, StepSpec, StepTimeCache, detect_machine
 from pedseg.training.runtime import configure_threads
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
@@ -63,6 +59,20 @@ def cpu_flags() -> str:
     return ", ".join(f"{w}: {'yes' if w in present else 'no'}" for w in wanted)
 
 
+def interleaved(specs: list[StepSpec], *, device: str, warmup: int, steps: int) -> list[float]:
+    """Median step seconds per spec, timed steps interleaved in rotating order."""
+    runners = [StepRunner(spec, device=device) for spec in specs]
+    for runner in runners:
+        for _ in range(warmup):
+            runner.step()
+    timed: list[list[float]] = [[] for _ in runners]
+    for round_ in range(steps):
+        for offset in range(len(runners)):
+            k = (round_ + offset) % len(runners)
+            timed[k].append(runners[k].step())
+    return [float(statistics.median(t)) for t in timed]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 160])
@@ -83,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for width in args.widths:
             for batch in args.batches:
-                times: list[float] = []
-                for precision, channels_last in VARIANTS:
-                    spec = StepSpec(
+                specs = [
+                    StepSpec(
                         image_size=size,
                         base_width=width,
                         depth=5,
@@ -94,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                         precision=precision,
                         channels_last=channels_last,
                     )
-                    seconds = measure_step_seconds(
-                        spec, device=args.device, warmup=args.warmup, steps=args.steps
-                    )
-                    times.append(seconds)
-                    if cache is not None:
+                    for precision, channels_last in VARIANTS
+                ]
+                times = interleaved(specs, device=args.device, warmup=args.warmup, steps=args.steps)
+                if cache is not None:
+                    for spec, seconds in zip(specs, times, strict=True):
                         cache.put(machine, spec, seconds)
                 best = min(range(len(times)), key=times.__getitem__)
                 cells = " | ".join(f"{t:.3f}" for t in times)
@@ -122,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- versions: python {platform.python_version()}, torch {torch.__version__}",
         "- step: `pedseg.planning.timing.measure_step_seconds` (real MultiDomainUNet depth 5, "
         "dsl-contrastive + dice-ce, classes (5, 6) = pelvis + spine, on-device augmentation, "
-        f"backward, Adam); {args.warmup} warm-up + median of {args.steps} timed steps per variant",
+        f"backward, Adam); {args.warmup} warm-up + median of {args.steps} timed steps per variant, "
+        "the variants' steps interleaved",
         f"- load before: `{before}`",
         f"- load after: `{after}`",
         f"- wall time: {wall:.0f} s",

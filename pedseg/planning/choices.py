@@ -30,6 +30,7 @@ __all__ = [
     "choose_image_size",
     "choose_postprocess",
     "costs_of",
+    "shrunk_reason",
 ]
 
 # pedseg.inference.profiles' constants (that module imports torch; a test checks they agree).
@@ -181,6 +182,17 @@ def choose_image_size(fingerprints: Sequence[Fingerprint], opts: PlanOptions) ->
     return size, (
         f"{name} is {px:.1f} px wide even at {size}² (< {need:g}); the data's in-plane size "
         f"({native:g} px) caps the image size at {size}"
+    )
+
+
+def shrunk_reason(
+    fingerprints: Sequence[Fingerprint], wanted: int, size: int, opts: PlanOptions
+) -> str:
+    """Why the image is smaller than the labels want: no model at ``wanted`` fits the budget."""
+    name, px = _narrowest(_labels(fingerprints), size)
+    return (
+        f"the labels want {wanted}², but no model there leaves {opts.min_steps} steps in the "
+        f"budget: image size {size} ({name} is {px:.1f} px wide there)"
     )
 
 

@@ -25,8 +25,16 @@ from pedseg.planning.choices import (
     choose_image_size,
     choose_postprocess,
     costs_of,
+    shrunk_reason,
 )
 from pedseg.planning.fingerprint import Fingerprint
+from pedseg.planning.reasons import (
+    loss_reason,
+    model_reason,
+    schedule_reason,
+    steps_reason,
+    time_reason,
+)
 from pedseg.planning.search import Variant, candidates, choose_variant, device_variants, search
 from pedseg.planning.strict import Reader, load_json_object
 from pedseg.planning.timing import Timer
@@ -246,12 +254,18 @@ def make_plan(
         specs, timer=timer, costs=costs, budget_s=budget_s, opts=opts, fixed_steps=fixed_steps
     )
     spec = choice.spec
+    if choice.steps < 1 and fixed_steps is None:
+        raise PlanError(
+            f"a budget of {format_duration(budget_s)} is used up before the first step (cache "
+            f"build, validation, profiling: ~{format_duration(costs.fixed_s)}); give a larger "
+            "--budget"
+        )
     if spec.image_size != wanted:
-        reasons[0] = ("image size", f"{spec.image_size}: the budget does not fit {wanted}²")
-    reasons.append(("model", _model_reason(choice, fixed, opts)))
+        reasons[0] = ("image size", shrunk_reason(fingerprints, wanted, spec.image_size, opts))
+    reasons.append(("model", model_reason(choice, fixed, opts)))
     reasons.append(("precision", variant_why))
     total, epochs, per_epoch = _steps(choice.steps, choice.epochs, fixed)
-    reasons.append(("steps", _steps_reason(choice, total, budget_s, opts)))
+    reasons.append(("steps", steps_reason(choice, total, budget_s, opts)))
     reasons.append(
         ("epochs", f"{epochs} x {per_epoch} steps: a validation every {per_epoch} steps")
     )
@@ -259,11 +273,11 @@ def make_plan(
     schedule = fixed.get("schedule", opts.schedule)
     ratio = fixed.get("min_lr_ratio", opts.min_lr_ratio)
     warmup = fixed.get("warmup_steps", round(opts.warmup_fraction * total))
-    reasons.append(("schedule", _schedule_reason(schedule, lr, ratio, warmup, total)))
+    reasons.append(("schedule", schedule_reason(schedule, lr, ratio, warmup, total)))
     seg_loss = base["seg_loss"]
-    reasons.append(("loss", _loss_reason(seg_loss, "seg_loss" in fixed)))
+    reasons.append(("loss", loss_reason(seg_loss, "seg_loss" in fixed)))
     expected = costs.run_s(total, choice.step_s, spec.batch_size, epochs)
-    reasons.append(("wall time", _time_reason(expected, budget_s, costs, choice.step_s, total)))
+    reasons.append(("wall time", time_reason(expected, budget_s, choice.step_s, total)))
     return Plan(
         domains=tuple(fp.domain for fp in fingerprints),
         content_keys=tuple(fp.content_key for fp in fingerprints),
@@ -354,50 +368,3 @@ def _steps(steps: int, epochs: int, fixed: Mapping[str, Any]) -> tuple[int, int,
         epochs = max(1, min(epochs, steps))
         per = max(1, steps // epochs)
     return epochs * per, epochs, per
-
-
-def _model_reason(choice: Any, fixed: Mapping[str, Any], opts: PlanOptions) -> str:
-    spec = choice.spec
-    given = [k.replace("_", " ") for k in ("base_width", "batch_size", "depth") if k in fixed]
-    head = f"width {spec.base_width}, depth {spec.depth}, batch {spec.batch_size}"
-    if given:
-        head += f" ({', '.join(given)} given)"
-    if not choice.fits:
-        return f"{head}: the cheapest candidate; nothing leaves {opts.min_steps} steps"
-    if choice.rejected:
-        return f"{head}: the largest leaving >= {opts.min_steps} steps ({choice.rejected[-1]})"
-    return f"{head}: the largest candidate, and it leaves >= {opts.min_steps} steps"
-
-
-def _steps_reason(choice: Any, total: int, budget_s: float, opts: PlanOptions) -> str:
-    short = "" if choice.fits else f"; below the {opts.min_steps} wanted: give a larger budget"
-    return (
-        f"{total} steps at a measured {choice.step_s:.3f} s per step fill the "
-        f"{format_duration(budget_s)} budget after the overheads{short}"
-    )
-
-
-def _schedule_reason(schedule: str, lr: float, ratio: float, warmup: int, total: int) -> str:
-    if schedule == "constant":
-        return f"constant lr {lr:g} after {warmup} warm-up steps (the paper's schedule)"
-    return (
-        f"Adam {lr:g}, linear warm-up over {warmup} steps, {schedule} decay to {lr * ratio:.2g} "
-        f"at step {total}: the run ends converged, not wherever a constant rate leaves it"
-    )
-
-
-def _loss_reason(seg_loss: str, given: bool) -> str:
-    if given:
-        return f"{seg_loss} (given)"
-    if seg_loss == "dice-ce":
-        return "dice-ce: Dice + cross-entropy learns small structures in far fewer steps than CE"
-    return "ce: the paper's cross-entropy"
-
-
-def _time_reason(expected: float, budget_s: float, costs: Any, step_s: float, total: int) -> str:
-    steps_s = total * step_s
-    return (
-        f"about {format_duration(expected)} of the {format_duration(budget_s)} budget: "
-        f"{format_duration(steps_s)} of steps, {format_duration(expected - steps_s)} of cache "
-        "build, validation and profiling"
-    )

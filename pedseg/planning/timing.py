@@ -38,6 +38,7 @@ __all__ = [
     "CachedTimer",
     "Clock",
     "Machine",
+    "StepRunner",
     "StepSpec",
     "StepTimeCache",
     "Timer",
@@ -209,6 +210,84 @@ def synthetic_batch(spec: StepSpec, *, step: int, seed: int = 0) -> Any:
     return HostBatch(images=images, targets=targets, chunks=chunks, positions=positions)
 
 
+class StepRunner:
+    """One spec's model, optimizer and two synthetic batches; :meth:`step` times one step."""
+
+    def __init__(
+        self,
+        spec: StepSpec,
+        *,
+        device: str = "cpu",
+        seed: int = 0,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        import torch
+
+        from pedseg.data.augment import AugmentConfig
+        from pedseg.models.build import ModelConfig, build_model
+        from pedseg.training.runtime import resolve_device
+
+        self.spec, self.seed, self.clock = spec, seed, clock
+        self.device = resolve_device(device)
+        torch.manual_seed(seed)
+        norm = "bn" if spec.scheme == "joint" else "dsbn"
+        config = ModelConfig(
+            arch=spec.arch, base_width=spec.base_width, depth=spec.depth, norm=norm
+        )
+        classes = [sum(spec.num_classes)] if spec.scheme == "joint" else list(spec.num_classes)
+        model = build_model(config, num_classes=classes).to(self.device).train()
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.dtype = torch.bfloat16 if spec.precision == "bf16" else None
+        self.batches = [synthetic_batch(spec, step=i, seed=seed) for i in range(2)]
+        self.augment = AugmentConfig()
+        self.steps = 0
+
+    def step(self) -> float:
+        """Run one training step; its seconds by the clock (two readings, device synchronised)."""
+        import torch
+
+        from pedseg.training.runtime import autocast
+        from pedseg.training.step import compute_losses, to_device
+
+        spec, target = self.spec, self.device
+        host = self.batches[self.steps % 2]
+        self.steps += 1
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        start = self.clock()
+        images, targets = to_device(
+            host,
+            device=target,
+            channels_last=spec.channels_last,
+            augment=self.augment,
+            global_size=spec.batch_size,
+            seed=self.seed,
+            epoch=1,
+            step=self.steps,
+        )
+        with autocast(target, self.dtype):
+            terms = compute_losses(
+                self.model,
+                images,
+                targets,
+                host.chunks,
+                scheme=spec.scheme,
+                tau=0.1,
+                lam=0.1,
+                seg_loss=spec.seg_loss,
+            )
+        bool(torch.isfinite(terms.total))  # the trainer's finite-loss check syncs here too
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        return float(self.clock() - start)
+
+
 def measure_step_seconds(
     spec: StepSpec,
     *,
@@ -219,64 +298,12 @@ def measure_step_seconds(
     seed: int = 0,
 ) -> float:
     """The median seconds of ``steps`` training steps of ``spec`` after ``warmup`` (module doc)."""
-    import torch
-
-    from pedseg.data.augment import AugmentConfig
-    from pedseg.models.build import ModelConfig, build_model
-    from pedseg.training.runtime import autocast, resolve_device
-    from pedseg.training.step import compute_losses, to_device
-
     if warmup < 0 or steps < 1:
         raise ConfigError(f"need warmup >= 0 and steps >= 1, got {warmup} and {steps}")
-    target = resolve_device(device)
-    torch.manual_seed(seed)
-    norm = "bn" if spec.scheme == "joint" else "dsbn"
-    config = ModelConfig(arch=spec.arch, base_width=spec.base_width, depth=spec.depth, norm=norm)
-    classes = [sum(spec.num_classes)] if spec.scheme == "joint" else list(spec.num_classes)
-    model = build_model(config, num_classes=classes).to(target).train()
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    dtype = torch.bfloat16 if spec.precision == "bf16" else None
-    batches = [synthetic_batch(spec, step=i, seed=seed) for i in range(2)]
-    augment = AugmentConfig()
-    timed: list[float] = []
-    for i in range(warmup + steps):
-        host = batches[i % 2]
-        if target.type == "cuda":
-            torch.cuda.synchronize(target)
-        start = clock()
-        images, targets = to_device(
-            host,
-            device=target,
-            channels_last=spec.channels_last,
-            augment=augment,
-            global_size=spec.batch_size,
-            seed=seed,
-            epoch=1,
-            step=i + 1,
-        )
-        with autocast(target, dtype):
-            terms = compute_losses(
-                model,
-                images,
-                targets,
-                host.chunks,
-                scheme=spec.scheme,
-                tau=0.1,
-                lam=0.1,
-                seg_loss=spec.seg_loss,
-            )
-        bool(torch.isfinite(terms.total))  # the trainer's finite-loss check syncs here too
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        optimizer.step()
-        if target.type == "cuda":
-            torch.cuda.synchronize(target)
-        seconds = clock() - start
-        if i >= warmup:
-            timed.append(seconds)
-    return float(statistics.median(timed))
+    runner = StepRunner(spec, device=device, seed=seed, clock=clock)
+    for _ in range(warmup):
+        runner.step()
+    return float(statistics.median(runner.step() for _ in range(steps)))
 
 
 Timer = Callable[[StepSpec], float]

@@ -141,7 +141,16 @@ def test_with_too_little_time_the_cheapest_model_is_taken_and_the_reason_says_so
     assert (plan.image_size, plan.base_width, plan.batch_size) == (96, 8, 16)
     reasons = dict(plan.reasons)
     assert "below the 1500 wanted" in reasons["steps"]
-    assert "the budget does not fit 256²" in reasons["image size"]
+    assert reasons["image size"] == (
+        "the labels want 256², but no model there leaves 1500 steps in the budget: image size 96 "
+        "(L1 (spine) is 3.1 px wide there)"
+    )
+
+
+def test_a_budget_the_overheads_use_up_is_refused() -> None:
+    with pytest.raises(PlanError, match="used up before the first step") as info:
+        make_plan([PELVIS, SPINE], budget_s=60.0, device="cpu", timer=SLOW_CPU)
+    assert "\n" not in str(info.value)
 
 
 def test_the_fastest_measured_precision_is_chosen() -> None:
