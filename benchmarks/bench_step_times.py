@@ -9,8 +9,9 @@ order, so load from other processes hits all alike) and the median of ``--steps`
 (5, 6) = pelvis (4 labels) + spine (5 labels) with background, so ``--record`` can store the
 results in the step-time cache that ``pedseg plan --domains pelvis spine`` reads.
 
-On a shared machine a grid point is retried (``--retries``, ``--pause`` apart) while this process
-gets less than ``--min-share`` of its threads' CPU time; every point is kept in a JSON file beside
+On a shared machine a grid point is retried (``--retries``, ``--pause`` apart, or after waiting up
+to ``--quiet-wait`` seconds for other runnable processes to go away) while this process gets less
+than ``--min-share`` of its threads' CPU time; every point is kept in a JSON file beside
 the Markdown table, and ``--resume`` re-measures only the points not yet measured cleanly, so the
 grid can be completed over several quiet windows.
 
@@ -66,6 +67,29 @@ def cpu_flags() -> str:
     return ", ".join(f"{w}: {'yes' if w in present else 'no'}" for w in wanted)
 
 
+def others_running(samples: int = 10, every: float = 0.5) -> float:
+    """Mean number of other runnable tasks (``/proc/loadavg`` field 4, less this reader)."""
+    counts = []
+    for _ in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text(encoding="utf-8").split()[3].split("/")[0]
+        except (OSError, IndexError):
+            return 0.0
+        counts.append(max(0, int(running) - 1))
+        time.sleep(every)
+    return float(statistics.mean(counts))
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.5) -> float:
+    """Sleep until other processes leave the CPUs (at most ``max_wait`` s); the last reading."""
+    deadline = time.monotonic() + max_wait
+    busy = others_running()
+    while busy > threshold and time.monotonic() < deadline:
+        time.sleep(15)
+        busy = others_running()
+    return busy
+
+
 def interleaved(specs: list[StepSpec], *, device: str, warmup: int, steps: int) -> list[float]:
     """Median step seconds per spec, timed steps interleaved in rotating order."""
     runners = [StepRunner(spec, device=device) for spec in specs]
@@ -96,6 +120,8 @@ def measure_point(
         for precision, channels_last in VARIANTS
     ]
     for attempt in range(args.retries + 1):
+        if args.quiet_wait > 0:
+            wait_for_quiet(args.quiet_wait)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         times = interleaved(specs, device=args.device, warmup=args.warmup, steps=args.steps)
         share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
@@ -103,7 +129,8 @@ def measure_point(
         if share >= args.min_share or attempt == args.retries:
             break
         print(f"  {size}/{width}/{batch}: cpu share {share:.2f}, retrying", flush=True)
-        time.sleep(args.pause)
+        if args.quiet_wait <= 0:
+            time.sleep(args.pause)
     point = {"times": times, "share": share, "load": load(), "at": dt.datetime.now().isoformat()}
     return specs, point
 
@@ -139,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--pause", type=float, default=30.0, help="Seconds to wait before a retry.")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="Before each attempt, wait up to this many seconds for other processes to go idle.",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_times.md"))
     args = parser.parse_args(argv)
 
