@@ -143,3 +143,7 @@ class TrainingError(PedsegError):
 
 class DeviceError(PedsegError):
     """A requested compute device or execution provider is not usable."""
+
+
+class PlanError(PedsegError):
+    """A training plan or dataset fingerprint file is invalid or cannot be made."""

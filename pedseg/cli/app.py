@@ -23,6 +23,7 @@ from pedseg.cli import (
     export_cmd,
     export_seg_cmd,
     identify_cmd,
+    plan_cmd,
     predict_cmd,
     synth_cmd,
     train_cmd,
@@ -66,6 +67,7 @@ domains_cmd.register(app)
 check_cmd.register(app)
 synth_cmd.register(app)
 demo_cmd.register(app)
+plan_cmd.register(app)
 train_cmd.register(app)
 predict_cmd.register(app)
 identify_cmd.register(app)

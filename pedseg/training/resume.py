@@ -10,7 +10,7 @@ from typing import Any
 from pedseg import __version__
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
-from pedseg.training.config import RESUMABLE_CHANGES, TrainConfig
+from pedseg.training.config import TrainConfig, resumable_changes
 
 __all__ = ["RunState", "check_resumable", "check_validation_cases"]
 
@@ -73,7 +73,7 @@ def check_resumable(
         raise TrainingError(
             f"cannot resume {out}: its checkpoint's config is unreadable ({exc})"
         ) from exc
-    problems = saved.differences(config, ignore=RESUMABLE_CHANGES)
+    problems = saved.differences(config, ignore=resumable_changes(saved))
     old_descriptors: Mapping[str, Any] = state.get("descriptors", {})
     old_hashes: Mapping[str, Any] = state.get("descriptor_hashes", {})
     for spec in specs:
