@@ -14,9 +14,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pedseg.data.fingerprint import Fingerprint, dataset_fingerprint
 from pedseg.domains.spec import DomainSpec
 from pedseg.planning.choices import PlanOptions
-from pedseg.planning.fingerprint import Fingerprint, dataset_fingerprint
 from pedseg.planning.plan import Plan, make_plan
 from pedseg.planning.timing import (
     CachedTimer,

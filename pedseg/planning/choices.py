@@ -1,7 +1,7 @@
 """The planner's individual decisions, each returning its value and a one-line reason.
 
 * image size: the smallest candidate at which every label's cross-section (the 5th percentile of
-  its slices, :meth:`~pedseg.planning.fingerprint.LabelFingerprint.cross_section_px`) is at least
+  its slices, :meth:`~pedseg.data.fingerprint.LabelFingerprint.cross_section_px`) is at least
   ``min_cross_section_px``, capped by the data's in-plane size (no candidate above the largest
   median in-plane side of the domains, upsampling adds no detail);
 * the cost model (:class:`Costs`): the run's time = fixed overheads (start-up, the slice cache's
@@ -20,15 +20,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pedseg.data.fingerprint import Fingerprint, LabelFingerprint
 from pedseg.errors import PlanError
-from pedseg.planning.fingerprint import Fingerprint, LabelFingerprint
 
 __all__ = [
     "Costs",
-    "LabelPostprocess",
     "PlanOptions",
     "choose_image_size",
-    "choose_postprocess",
     "costs_of",
     "shrunk_reason",
 ]
@@ -65,21 +63,6 @@ class PlanOptions:
     predict_margin: float = 2.0
     """A candidate whose step time, predicted from measured ones by relative cost, exceeds the
     allowed time by this factor is skipped without measuring it."""
-
-
-@dataclass(frozen=True)
-class LabelPostprocess:
-    """How to clean one label's prediction in 3D, decided from the training labels.
-
-    ``keep_largest``: keep at most this many components (0 = all); ``min_volume_mm3``: drop
-    components smaller than this (0 = none), except the largest, which is always kept.
-    """
-
-    domain: str
-    label: str
-    keep_largest: int
-    min_volume_mm3: float
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -194,39 +177,3 @@ def shrunk_reason(
         f"the labels want {wanted}², but no model there leaves {opts.min_steps} steps in the "
         f"budget: image size {size} ({name} is {px:.1f} px wide there)"
     )
-
-
-def choose_postprocess(fingerprints: Sequence[Fingerprint]) -> tuple[LabelPostprocess, ...]:
-    """Per label: keep the k largest components and drop small ones, k from the training labels.
-
-    ``k`` = the most major components any training case has (bilateral femurs: 2); components
-    below half the smallest major component seen in training are dropped.
-    """
-    out: list[LabelPostprocess] = []
-    for fp in fingerprints:
-        for entry in fp.labels:
-            if entry.cases == 0:
-                out.append(
-                    LabelPostprocess(
-                        fp.domain, entry.name, 0, 0.0, "absent from every training label map"
-                    )
-                )
-                continue
-            k = max(entry.major_components)
-            volume = 0.5 * entry.smallest_major_mm3
-            counts = sorted(set(entry.major_components))
-            shown = "/".join(str(c) for c in counts)
-            out.append(
-                LabelPostprocess(
-                    domain=fp.domain,
-                    label=entry.name,
-                    keep_largest=k,
-                    min_volume_mm3=volume,
-                    reason=(
-                        f"{shown} major component(s) per training case ({entry.cases} cases): "
-                        f"keep the {k} largest, drop components < {volume:,.0f} mm³ (half the "
-                        "smallest major one)"
-                    ),
-                )
-            )
-    return tuple(out)

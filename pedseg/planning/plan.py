@@ -16,18 +16,17 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pedseg.data.fingerprint import Fingerprint, LabelPostprocess, choose_postprocess
 from pedseg.errors import ConfigError, PlanError
 from pedseg.io.atomic import write_text_atomic
+from pedseg.io.strictjson import Reader, load_json_object
 from pedseg.planning.budget import format_duration
 from pedseg.planning.choices import (
-    LabelPostprocess,
     PlanOptions,
     choose_image_size,
-    choose_postprocess,
     costs_of,
     shrunk_reason,
 )
-from pedseg.planning.fingerprint import Fingerprint
 from pedseg.planning.reasons import (
     loss_reason,
     model_reason,
@@ -36,7 +35,6 @@ from pedseg.planning.reasons import (
     time_reason,
 )
 from pedseg.planning.search import Variant, candidates, choose_variant, device_variants, search
-from pedseg.planning.strict import Reader, load_json_object
 from pedseg.planning.timing import Timer
 
 __all__ = [

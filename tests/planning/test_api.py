@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from pedseg.data.fingerprint import fingerprint_path
 from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.errors import DeviceError
 from pedseg.planning.api import plan_run
-from pedseg.planning.fingerprint import fingerprint_path
 from pedseg.planning.timing import StepSpec, StepTimeCache
 
 

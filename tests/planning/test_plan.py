@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from pedseg.data.fingerprint import Fingerprint, LabelFingerprint, choose_postprocess
 from pedseg.errors import ConfigError, OutputExistsError, PlanError
 from pedseg.planning import choices
 from pedseg.planning.choices import PlanOptions, costs_of
-from pedseg.planning.fingerprint import Fingerprint, LabelFingerprint
 from pedseg.planning.plan import Plan, make_plan, read_plan, train_kwargs, write_plan
 from pedseg.planning.timing import StepSpec
 from pedseg.training.config import TrainConfig
@@ -203,7 +203,7 @@ def test_postprocessing_comes_from_the_training_labels() -> None:
     assert (femur.keep_largest, femur.min_volume_mm3) == (2, 600.0)
     assert "1/2 major component(s) per training case" in femur.reason
     absent = _fingerprint("x", (_label(1, "gone", 0.1, ()),))
-    assert choices.choose_postprocess([absent])[0].keep_largest == 0
+    assert choose_postprocess([absent])[0].keep_largest == 0
 
 
 def test_overheads_follow_the_data_and_the_profile_constants() -> None:

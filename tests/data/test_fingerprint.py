@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import pedseg.planning.fingerprint as fp_module
+import pedseg.data.fingerprint as fp_module
 from pedseg.data.dataset import list_cases
+from pedseg.data.fingerprint import (
+    Fingerprint,
+    compute_fingerprint,
+    dataset_fingerprint,
+    fingerprint_path,
+)
 from pedseg.data.preprocess import prepare_volume
 from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import PlanError
 from pedseg.io import read_label, read_volume
-from pedseg.planning.fingerprint import (
-    Fingerprint,
-    compute_fingerprint,
-    dataset_fingerprint,
-    fingerprint_path,
-)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pedseg.planning.analysis import MAX_SAMPLES, case_facts, component_sizes
+from pedseg.data.case_facts import MAX_SAMPLES, case_facts, component_sizes
 
 
 def test_components_are_26_connected_and_sorted() -> None:

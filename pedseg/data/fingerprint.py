@@ -1,7 +1,7 @@
 """A domain's dataset fingerprint: the facts the planner decides from, cached beside the slice cache.
 
 Computed from the raw volumes and label maps (read with :mod:`pedseg.io`, canonical grid, before
-any resizing; see :mod:`pedseg.planning.analysis` for what is measured per case), so it does not
+any resizing; see :mod:`pedseg.data.case_facts` for what is measured per case), so it does not
 depend on the image size. Per domain: the cases, slices per case, spacings, in-plane sizes,
 intensity percentiles (0.5, 50, 99.5) of the foreground and of the whole image; per label
 (:class:`LabelFingerprint`): voxel counts, bounding box, connected components and the smallest
@@ -40,14 +40,14 @@ import numpy as np
 
 from pedseg import __version__
 from pedseg.data.cache import default_cache_root, relative_source, source_record, source_state
+from pedseg.data.case_facts import CaseFacts, case_facts
 from pedseg.data.dataset import Case, list_cases
 from pedseg.data.preprocess import resolve_slice_axis
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import DatasetError, PlanError, VolumeError
 from pedseg.io import check_pair, read_label, read_volume
 from pedseg.io.atomic import write_text_atomic
-from pedseg.planning.analysis import CaseFacts, case_facts
-from pedseg.planning.strict import Reader
+from pedseg.io.strictjson import Reader
 
 __all__ = [
     "CROSS_SECTION_PERCENTILE",
@@ -55,6 +55,8 @@ __all__ = [
     "MAJOR_FRACTION",
     "Fingerprint",
     "LabelFingerprint",
+    "LabelPostprocess",
+    "choose_postprocess",
     "compute_fingerprint",
     "dataset_fingerprint",
     "fingerprint_path",
@@ -375,3 +377,55 @@ def _label(facts: Sequence[CaseFacts], label_id: int, name: str) -> LabelFingerp
         largest_minor_mm3=float(largest_minor),
         min_extent_fraction=float(np.percentile(extents, CROSS_SECTION_PERCENTILE)),
     )
+
+
+# ------------------------------------------------------------------------ post-processing
+@dataclass(frozen=True)
+class LabelPostprocess:
+    """How to clean one label's prediction in 3D, decided from the training labels.
+
+    ``keep_largest``: keep at most this many components (0 = all); ``min_volume_mm3``: drop
+    components smaller than this (0 = none), except the largest, which is always kept.
+    """
+
+    domain: str
+    label: str
+    keep_largest: int
+    min_volume_mm3: float
+    reason: str
+
+
+def choose_postprocess(fingerprints: Sequence[Fingerprint]) -> tuple[LabelPostprocess, ...]:
+    """Per label: keep the k largest components and drop small ones, k from the training labels.
+
+    ``k`` = the most major components any training case has (bilateral femurs: 2); components
+    below half the smallest major component seen in training are dropped.
+    """
+    out: list[LabelPostprocess] = []
+    for fp in fingerprints:
+        for entry in fp.labels:
+            if entry.cases == 0:
+                out.append(
+                    LabelPostprocess(
+                        fp.domain, entry.name, 0, 0.0, "absent from every training label map"
+                    )
+                )
+                continue
+            k = max(entry.major_components)
+            volume = 0.5 * entry.smallest_major_mm3
+            counts = sorted(set(entry.major_components))
+            shown = "/".join(str(c) for c in counts)
+            out.append(
+                LabelPostprocess(
+                    domain=fp.domain,
+                    label=entry.name,
+                    keep_largest=k,
+                    min_volume_mm3=volume,
+                    reason=(
+                        f"{shown} major component(s) per training case ({entry.cases} cases): "
+                        f"keep the {k} largest, drop components < {volume:,.0f} mm³ (half the "
+                        "smallest major one)"
+                    ),
+                )
+            )
+    return tuple(out)
