@@ -1,0 +1,370 @@
+"""int8 exports: a statically quantised graph per domain, calibrated on its training slices, verified.
+
+``export-onnx --int8`` writes ``RUN/onnx/<domain>.int8.onnx`` (:meth:`RunLayout.onnx_int8`):
+
+1. the domain's fp32 graph, exported and verified against PyTorch exactly as ``export-onnx`` does
+   (:func:`pedseg.export.onnx.export_domain`, into a temporary folder); it is the reference;
+2. the graph to quantise: the same folded network with each 2x2 stride-2 transposed convolution
+   rewritten as the equivalent 1x1 convolution to ``4C`` channels + pixel shuffle (onnxruntime has
+   no int8 transposed convolution on the CPU; ``DepthToSpace`` runs on int8 data), identical
+   bias tensors untied (a shared bias cannot be quantised per convolution), checked against the
+   reference within :data:`~pedseg.export.onnx.FP32_TOLERANCE`;
+3. calibration on at most ``calibration_slices`` slices drawn (seeded) from the domain's *training*
+   cases (every case not recorded as validation in ``RUN/checkpoints/latest/state.json``), read from
+   the slice cache training uses, at the run's image size;
+4. ``onnxruntime.quantization.quantize_static``: QDQ format, int8 weights per output channel,
+   activations ``uint8`` (default) or ``int8``, calibration ``minmax`` / ``entropy`` /
+   ``percentile``; the head convolution and the softmax stay float, so probabilities are not
+   rounded to 1/255 steps;
+5. verification on the validation cases and a speed record (:mod:`pedseg.export.int8_check`);
+   a graph that fails is not written; the file is written atomically (nothing partial) with the
+   fp32 metadata plus ``precision: int8`` and :data:`INT8_METADATA_KEYS` (JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError, ModelError, OutputExistsError
+from pedseg.export.int8_check import SpeedRecord, Verification, check_verification
+from pedseg.export.int8_graph import float_tail, int8_source
+from pedseg.export.onnx import INPUT_NAME, export_metadata
+from pedseg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
+
+    from pedseg.runfolder.loading import DomainModel, LoadedRun
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "INT8_METADATA_KEYS",
+    "Int8Options",
+    "Int8Report",
+    "data_specs",
+    "export_int8_domain",
+    "export_int8_run",
+]
+
+logger = logging.getLogger(__name__)
+
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES: tuple[str, ...] = ("uint8", "int8")
+INT8_METADATA_KEYS: tuple[str, ...] = ("calibration", "verification", "speed")
+MAX_CALIBRATION_SLICES = 1000
+CALIBRATION_BATCH = 4
+SPEED_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How to calibrate (defaults chosen by ``benchmarks/bench_int8.py``)."""
+
+    method: CalibrationMethod = "minmax"
+    activations: Literal["uint8", "int8"] = "uint8"
+    calibration_slices: int = 200
+    seed: int = 0
+    cache_root: Path | None = None
+    batch_size: int = 8
+    """Slices per network call while verifying."""
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"--calibration must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}"
+            )
+        if self.activations not in ACTIVATION_TYPES:
+            raise ConfigError(f"activations must be uint8 or int8, got {self.activations!r}")
+        n = self.calibration_slices
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CALIBRATION_SLICES:
+            raise ConfigError(
+                f"--calibration-slices must be in [1, {MAX_CALIBRATION_SLICES}], got {n!r}"
+            )
+        if isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """One verified int8 export."""
+
+    domain: str
+    path: Path
+    calibration: Mapping[str, Any]
+    verification: Verification
+    speed: SpeedRecord
+    seconds: float
+
+
+def data_specs(
+    run: LoadedRun, names: Sequence[str], roots: Mapping[str, Path]
+) -> dict[str, DomainSpec]:
+    """Each domain's descriptor as trained, with its data folder: ``roots`` (``--data``), else the
+    registry's descriptor of that name (like ``pedseg train``)."""
+    from pedseg.domains.registry import DomainRegistry
+    from pedseg.errors import RegistryError
+
+    extra = sorted(set(roots) - set(names))
+    if extra:
+        raise ConfigError(f"--data names domain {extra[0]!r} which is not exported")
+    registry = DomainRegistry()
+    out: dict[str, DomainSpec] = {}
+    for name in names:
+        spec = run.domain(name).spec
+        try:
+            registered = registry.get(name)
+        except RegistryError:
+            registered = None
+        if registered is not None and registered.data is not None:
+            spec = replace(spec, data=registered.data)
+        if name in roots:
+            spec = spec.with_data_root(roots[name])
+        if spec.data is None:
+            raise ConfigError(
+                f"domain {name!r} has no data folder to calibrate on; pass --data {name}=DIR"
+            )
+        out[name] = spec
+    return out
+
+
+def export_int8_run(
+    run: LoadedRun,
+    specs: Mapping[str, DomainSpec],
+    *,
+    domains: Sequence[str] | None = None,
+    out_dir: Path | None = None,
+    options: Int8Options | None = None,
+    overwrite: bool = False,
+) -> list[Int8Report]:
+    """The int8 export of every domain of ``run`` (or ``domains``) into ``out_dir`` (default
+    ``RUN/onnx``); ``specs`` give each domain's data (:func:`data_specs`). Nothing is written when
+    any destination exists and ``overwrite`` is false."""
+    names = list(domains if domains else run.domains)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
+    models = [run.domain(name) for name in names]
+    targets = [run.layout.onnx_int8(name, folder=out_dir) for name in names]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise OutputExistsError(target)
+    opts = options if options is not None else Int8Options()
+    return [
+        export_int8_domain(model, specs[model.spec.name], target, options=opts, overwrite=overwrite)
+        for model, target in zip(models, targets, strict=True)
+    ]
+
+
+def export_int8_domain(
+    domain_model: DomainModel,
+    data_spec: DomainSpec,
+    path: Path,
+    *,
+    options: Int8Options | None = None,
+    overwrite: bool = False,
+) -> Int8Report:
+    """Calibrate, quantise, verify and write one domain's int8 graph (see the module docstring)."""
+    import onnx
+
+    from pedseg.data.cache import build_cache
+    from pedseg.data.dataset import list_cases
+    from pedseg.export.int8_check import measure_speed, verify_int8
+    from pedseg.export.onnx import export_domain
+    from pedseg.inference.backends import OnnxBackend, num_threads
+    from pedseg.inference.predictor import ModelInfo, Predictor
+
+    started = time.perf_counter()
+    opts = options if options is not None else Int8Options()
+    path = Path(path)
+    name = domain_model.spec.name
+    if not overwrite and path.exists():
+        raise OutputExistsError(path)
+    if data_spec.content_hash() != domain_model.spec.content_hash():
+        raise ConfigError(f"the data descriptor of {name!r} is not the one the run was trained on")
+    val_ids = _validation_cases(domain_model)
+    cache = build_cache(data_spec, cache_root=opts.cache_root, image_size=domain_model.image_size)
+    train_ids = [c.case_id for c in cache.cases if c.case_id not in set(val_ids)]
+    images = _calibration_images(cache.images, cache.slices_of(train_ids), opts, name)
+    by_id = {case.case_id: case for case in list_cases(data_spec)}
+    missing = [case_id for case_id in val_ids if case_id not in by_id]
+    if missing:
+        raise ConfigError(f"validation case {missing[0]!r} of {name!r} is not in {data_spec.data}")
+    with tempfile.TemporaryDirectory(prefix="pedseg-int8-") as tmp:
+        folder = Path(tmp)
+        export_domain(domain_model, folder / "fp32.onnx")
+        fp32_bytes = (folder / "fp32.onnx").read_bytes()
+        source = int8_source(domain_model, folder / "source.onnx", reference=fp32_bytes)
+        model = _quantize(source, folder / "int8.onnx", images, opts)
+    calibration = {
+        "slices": int(images.shape[0]),
+        "cases": len(train_ids),
+        "method": opts.method,
+        "activations": opts.activations,
+        "weights": "int8 per channel" + (", 7-bit range" if reduce_range() else ""),
+        "format": "QDQ",
+    }
+    threads = num_threads()
+    backends = {
+        key: OnnxBackend(data, device="cpu", threads=threads, where=path)
+        for key, data in (("fp32", fp32_bytes), ("int8", model.SerializeToString()))
+    }
+    info = ModelInfo(
+        spec=domain_model.spec,
+        image_size=domain_model.image_size,
+        model_sha256=domain_model.model_sha256,
+        scheme=domain_model.scheme,
+        source=path,
+    )
+    fp32, int8 = (
+        Predictor(info, backends[k], batch_size=opts.batch_size) for k in ("fp32", "int8")
+    )
+    cases = [by_id[case_id] for case_id in val_ids]
+    verification = verify_int8(fp32, int8, cases, spec=domain_model.spec)
+    check_verification(verification, domain=name)
+    speed = measure_speed(backends["fp32"], backends["int8"], images[:SPEED_BATCH], threads=threads)
+    meta = export_metadata(domain_model, precision="int8")
+    meta.update(
+        calibration=json.dumps(calibration, sort_keys=True),
+        verification=json.dumps(verification.to_dict(), sort_keys=True),
+        speed=json.dumps(speed.to_dict(), sort_keys=True),
+    )
+    onnx.helper.set_model_props(model, meta)
+    with atomic_path(path, overwrite=overwrite) as tmp_path:
+        tmp_path.write_bytes(model.SerializeToString())
+    return Int8Report(
+        domain=name,
+        path=path,
+        calibration=calibration,
+        verification=verification,
+        speed=speed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------- calibration data
+def _validation_cases(domain_model: DomainModel) -> tuple[str, ...]:
+    """The domain's held-out cases recorded by training (``checkpoints/latest/state.json``)."""
+    from pedseg.runfolder.checkpoint import find_checkpoint, read_state
+
+    layout = domain_model.layout
+    name = domain_model.spec.name
+    folder = None if layout is None else find_checkpoint(layout.checkpoint("latest"))
+    recorded = read_state(folder).get("val_cases") if folder is not None else None
+    cases = recorded.get(name) if isinstance(recorded, dict) else None
+    if not isinstance(cases, list) or not cases:
+        where = "the run" if layout is None else str(layout.checkpoint("latest"))
+        raise ModelError(
+            f"{where} records no validation cases of {name!r}; int8 exports are verified on them, "
+            "so export int8 from a run trained with pedseg (checkpoints kept)"
+        )
+    return tuple(str(c) for c in cases)
+
+
+def _calibration_images(
+    images: np.ndarray, indices: np.ndarray, options: Int8Options, domain: str
+) -> np.ndarray:
+    if indices.size == 0:
+        raise ModelError(f"domain {domain!r} has no training slices to calibrate on")
+    if indices.size > options.calibration_slices:
+        rng = np.random.default_rng([options.seed, zlib.crc32(domain.encode("utf-8"))])
+        indices = np.sort(rng.choice(indices, size=options.calibration_slices, replace=False))
+    return np.ascontiguousarray(images[indices], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------- quantisation
+def _quantize(
+    source: Path, target: Path, images: np.ndarray, options: Int8Options
+) -> onnx.ModelProto:
+    import onnx
+    from onnxruntime import quantization as q
+
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
+    activations = q.QuantType.QUInt8 if options.activations == "uint8" else q.QuantType.QInt8
+    reader = _SliceReader(images, CALIBRATION_BATCH)
+    with _quiet_root_logger():
+        q.quantize_static(
+            str(source),
+            str(target),
+            reader,
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range(),
+            activation_type=activations,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=methods[options.method],
+            nodes_to_exclude=float_tail(onnx.load_model(str(source))),
+            calibration_providers=["CPUExecutionProvider"],
+            # One batch per calibration pass: histograms and ranges are merged across passes, so
+            # memory holds one batch's activations whatever the number of slices.
+            extra_options={"CalibStridedMinMax": 1},
+        )
+    return onnx.load_model(str(target))
+
+
+def reduce_range() -> bool:
+    """7-bit weights on an x86 CPU without VNNI, whose uint8 x int8 products can saturate 16-bit
+    sums (onnxruntime's advice); full 8-bit weights elsewhere."""
+    import platform
+
+    from pedseg.inference.int8_choice import cpu_flags
+
+    flags = cpu_flags()
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+    return x86 and not (flags["avx512_vnni"] or flags["avx_vnni"])
+
+
+class _SliceReader:
+    """``CalibrationDataReader`` over ``images`` (N, H, W) in batches, with the range interface
+    ``quantize_static`` uses for strided calibration."""
+
+    def __init__(self, images: np.ndarray, batch: int) -> None:
+        self._batches = [
+            np.ascontiguousarray(images[i : i + batch, None], dtype=np.float32)
+            for i in range(0, images.shape[0], batch)
+        ]
+        self._next, self._stop = 0, len(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._stop = start_index, min(end_index, len(self._batches))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= self._stop:
+            return None
+        self._next += 1
+        return {INPUT_NAME: self._batches[self._next - 1]}
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantiser logs advice (pre-processing) on the root logger: keep it out."""
+
+    def only_errors(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    root = logging.getLogger()
+    root.addFilter(only_errors)
+    try:
+        yield
+    finally:
+        root.removeFilter(only_errors)
