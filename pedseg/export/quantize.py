@@ -46,6 +46,8 @@ from pedseg.io.atomic import atomic_path
 if TYPE_CHECKING:
     import onnx
 
+    from pedseg.data.dataset import Case
+    from pedseg.inference.predictor import Predictor
     from pedseg.runfolder.loading import DomainModel, LoadedRun
 
 __all__ = [
@@ -53,9 +55,12 @@ __all__ = [
     "INT8_METADATA_KEYS",
     "Int8Options",
     "Int8Report",
+    "calibration_data",
     "data_specs",
     "export_int8_domain",
     "export_int8_run",
+    "predictor_pair",
+    "quantize_graph",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,12 +185,9 @@ def export_int8_domain(
     """Calibrate, quantise, verify and write one domain's int8 graph (see the module docstring)."""
     import onnx
 
-    from pedseg.data.cache import build_cache
-    from pedseg.data.dataset import list_cases
     from pedseg.export.int8_check import measure_speed, verify_int8
     from pedseg.export.onnx import export_domain
-    from pedseg.inference.backends import OnnxBackend, num_threads
-    from pedseg.inference.predictor import ModelInfo, Predictor
+    from pedseg.inference.backends import num_threads
 
     started = time.perf_counter()
     opts = options if options is not None else Int8Options()
@@ -193,22 +195,13 @@ def export_int8_domain(
     name = domain_model.spec.name
     if not overwrite and path.exists():
         raise OutputExistsError(path)
-    if data_spec.content_hash() != domain_model.spec.content_hash():
-        raise ConfigError(f"the data descriptor of {name!r} is not the one the run was trained on")
-    val_ids = _validation_cases(domain_model)
-    cache = build_cache(data_spec, cache_root=opts.cache_root, image_size=domain_model.image_size)
-    train_ids = [c.case_id for c in cache.cases if c.case_id not in set(val_ids)]
-    images = _calibration_images(cache.images, cache.slices_of(train_ids), opts, name)
-    by_id = {case.case_id: case for case in list_cases(data_spec)}
-    missing = [case_id for case_id in val_ids if case_id not in by_id]
-    if missing:
-        raise ConfigError(f"validation case {missing[0]!r} of {name!r} is not in {data_spec.data}")
+    images, train_ids, cases = calibration_data(domain_model, data_spec, options=opts)
     with tempfile.TemporaryDirectory(prefix="pedseg-int8-") as tmp:
         folder = Path(tmp)
         export_domain(domain_model, folder / "fp32.onnx")
         fp32_bytes = (folder / "fp32.onnx").read_bytes()
         source = int8_source(domain_model, folder / "source.onnx", reference=fp32_bytes)
-        model = _quantize(source, folder / "int8.onnx", images, opts)
+        model = quantize_graph(source, folder / "int8.onnx", images, opts)
     calibration = {
         "slices": int(images.shape[0]),
         "cases": len(train_ids),
@@ -217,25 +210,12 @@ def export_int8_domain(
         "weights": "int8 per channel" + (", 7-bit range" if reduce_range() else ""),
         "format": "QDQ",
     }
-    threads = num_threads()
-    backends = {
-        key: OnnxBackend(data, device="cpu", threads=threads, where=path)
-        for key, data in (("fp32", fp32_bytes), ("int8", model.SerializeToString()))
-    }
-    info = ModelInfo(
-        spec=domain_model.spec,
-        image_size=domain_model.image_size,
-        model_sha256=domain_model.model_sha256,
-        scheme=domain_model.scheme,
-        source=path,
+    fp32, int8 = predictor_pair(
+        domain_model, fp32_bytes, model.SerializeToString(), batch_size=opts.batch_size
     )
-    fp32, int8 = (
-        Predictor(info, backends[k], batch_size=opts.batch_size) for k in ("fp32", "int8")
-    )
-    cases = [by_id[case_id] for case_id in val_ids]
     verification = verify_int8(fp32, int8, cases, spec=domain_model.spec)
     check_verification(verification, domain=name)
-    speed = measure_speed(backends["fp32"], backends["int8"], images[:SPEED_BATCH], threads=threads)
+    speed = measure_speed(fp32.backend, int8.backend, images[:SPEED_BATCH], threads=num_threads())
     meta = export_metadata(domain_model, precision="int8")
     meta.update(
         calibration=json.dumps(calibration, sort_keys=True),
@@ -255,7 +235,57 @@ def export_int8_domain(
     )
 
 
+def predictor_pair(
+    domain_model: DomainModel, fp32: bytes, int8: bytes, *, batch_size: int = 8
+) -> tuple[Predictor, Predictor]:
+    """Predictors over the fp32 and the int8 graph (onnxruntime, CPU), otherwise identical."""
+    from pedseg.inference.backends import OnnxBackend, num_threads
+    from pedseg.inference.int8_choice import INT8_BACKEND
+    from pedseg.inference.predictor import ModelInfo, Predictor
+
+    info = ModelInfo(
+        spec=domain_model.spec,
+        image_size=domain_model.image_size,
+        model_sha256=domain_model.model_sha256,
+        scheme=domain_model.scheme,
+        source=domain_model.layout.root if domain_model.layout else Path(),
+    )
+    threads = num_threads()
+    predictors = tuple(
+        Predictor(
+            info,
+            OnnxBackend(data, device="cpu", threads=threads, name=name),
+            batch_size=batch_size,
+        )
+        for data, name in ((fp32, "onnx"), (int8, INT8_BACKEND))
+    )
+    return predictors[0], predictors[1]
+
+
 # ---------------------------------------------------------------------- calibration data
+def calibration_data(
+    domain_model: DomainModel, data_spec: DomainSpec, *, options: Int8Options
+) -> tuple[np.ndarray, list[str], list[Case]]:
+    """The calibration slices (N, H, W) drawn from the training cases, the training case ids and
+    the validation cases (read from the run's checkpoint state)."""
+    from pedseg.data.cache import build_cache
+    from pedseg.data.dataset import list_cases
+
+    name = domain_model.spec.name
+    if data_spec.content_hash() != domain_model.spec.content_hash():
+        raise ConfigError(f"the data descriptor of {name!r} is not the one the run was trained on")
+    val_ids = _validation_cases(domain_model)
+    size = domain_model.image_size
+    cache = build_cache(data_spec, cache_root=options.cache_root, image_size=size)
+    train_ids = [c.case_id for c in cache.cases if c.case_id not in set(val_ids)]
+    images = _calibration_images(cache.images, cache.slices_of(train_ids), options, name)
+    by_id = {case.case_id: case for case in list_cases(data_spec)}
+    missing = [case_id for case_id in val_ids if case_id not in by_id]
+    if missing:
+        raise ConfigError(f"validation case {missing[0]!r} of {name!r} is not in {data_spec.data}")
+    return images, train_ids, [by_id[case_id] for case_id in val_ids]
+
+
 def _validation_cases(domain_model: DomainModel) -> tuple[str, ...]:
     """The domain's held-out cases recorded by training (``checkpoints/latest/state.json``)."""
     from pedseg.runfolder.checkpoint import find_checkpoint, read_state
@@ -286,9 +316,11 @@ def _calibration_images(
 
 
 # ---------------------------------------------------------------------- quantisation
-def _quantize(
+def quantize_graph(
     source: Path, target: Path, images: np.ndarray, options: Int8Options
 ) -> onnx.ModelProto:
+    """``quantize_static`` of the graph file ``source`` into ``target`` (module docstring, step 4),
+    calibrated on ``images`` (N, H, W); the quantised model."""
     import onnx
     from onnxruntime import quantization as q
 
