@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -331,7 +332,8 @@ def quantize_graph(
     }
     activations = q.QuantType.QUInt8 if options.activations == "uint8" else q.QuantType.QInt8
     reader = _SliceReader(images, CALIBRATION_BATCH)
-    with _quiet_root_logger():
+    # The histogram calibrators print progress to stdout: library code never prints.
+    with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
         q.quantize_static(
             str(source),
             str(target),
