@@ -6,12 +6,14 @@ graphs built through pedseg's int8 path (calibrated on a few synthetic slices) a
 batch, interleaved round by round (best round kept), so load from other processes hits all alike:
 
 * ``int8`` -- the export's graph: uint8 activations, int8 per-channel weights, up-sampling
-  rewritten as 1x1 conv + pixel shuffle (what ``export-onnx --int8`` writes);
+  rewritten as 1x1 conv + pixel shuffle, the first encoder level float (what ``export-onnx --int8``
+  writes);
+* ``every level int8`` -- the same with the first encoder level quantised too;
 * ``int8, int8 activations`` -- the same with signed activations;
 * ``int8, ConvTranspose kept`` -- without the up-sampling rewrite (onnxruntime then runs the
   transposed convolutions in float between dequantise and quantise).
 
-Accuracy (``--run RUN --data NAME=DIR``): the run's domain is calibrated on its training slices with
+Accuracy (``--run RUN --data NAME=DIR``, ``--run`` repeatable): each run's (first) domain is calibrated on its training slices with
 each method (minmax, entropy, percentile) and activation type, and every graph is verified on the
 validation cases through pedseg's Predictor (per-volume Dice agreement with fp32, per-label Dice
 against the reference labels); an fp16 export gives the agreement of a harmless numeric change.
@@ -69,7 +71,9 @@ def lscpu() -> str:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return platform.processor() or "unknown"
-    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+    fields = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())
+    }
     cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
     return f"{fields.get('Model name', 'unknown')}, {cores} cores, {os.cpu_count()} logical CPUs"
 
@@ -108,9 +112,12 @@ def synthetic_slices(spec: DomainSpec, n: int) -> np.ndarray:
     """``n`` normalised MR-like slices at the spec's size (smooth background, blobs, noise)."""
     size = spec.image_size[0]
     rng = np.random.default_rng(0)
-    grid = np.ogrid[0:1 : complex(0, size), 0:1 : complex(0, size), 0:1 : complex(0, n)]
+    grid = np.ogrid[0 : 1 : complex(0, size), 0 : 1 : complex(0, size), 0 : 1 : complex(0, n)]
     image = 200.0 + 50.0 * grid[0] + 30.0 * grid[1]
-    for centre, axes in (((0.3, 0.4, 0.5), (0.12, 0.1, 0.4)), ((0.65, 0.45, 0.4), (0.1, 0.15, 0.3))):
+    for centre, axes in (
+        ((0.3, 0.4, 0.5), (0.12, 0.1, 0.4)),
+        ((0.65, 0.45, 0.4), (0.1, 0.15, 0.3)),
+    ):
         r2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes, strict=True))
         image = image + 600.0 * (r2 <= 1.0)
     image = image + rng.normal(0.0, 20.0, size=(size, size, n))
@@ -134,8 +141,8 @@ def interleaved(backends: dict[str, Backend], batch: np.ndarray, rounds: int) ->
 def speed_section(shapes: Sequence[tuple[int, int, str]], rounds: int, tmp: Path) -> list[str]:
     lines = [
         "| shape | GFLOP/slice | fp32 slices/s | int8 slices/s | int8 / fp32 | "
-        "int8 act. int8 / fp32 | ConvTranspose kept / fp32 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "every level int8 | int8 activations | ConvTranspose kept |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     options = Int8Options(calibration_slices=16)
     for size, width, label in shapes:
@@ -152,6 +159,9 @@ def speed_section(shapes: Sequence[tuple[int, int, str]], rounds: int, tmp: Path
         graphs = {
             "fp32": fp32,
             "int8": quantize_graph(source, folder / "u8.onnx", slices, options),
+            "all": quantize_graph(
+                source, folder / "all.onnx", slices, replace(options, float_first_level=False)
+            ),
             "s8": quantize_graph(
                 source, folder / "s8.onnx", slices, replace(options, activations="int8")
             ),
@@ -166,7 +176,8 @@ def speed_section(shapes: Sequence[tuple[int, int, str]], rounds: int, tmp: Path
         lines.append(
             f"| {size}², width {width}, depth 5 ({label}) | {gflop:.2f} | {rate['fp32']:.1f} | "
             f"{rate['int8']:.1f} | **{rate['int8'] / rate['fp32']:.2f}x** | "
-            f"{rate['s8'] / rate['fp32']:.2f}x | {rate['kept'] / rate['fp32']:.2f}x |"
+            f"{rate['all'] / rate['fp32']:.2f}x | {rate['s8'] / rate['fp32']:.2f}x | "
+            f"{rate['kept'] / rate['fp32']:.2f}x |"
         )
         print(lines[-1], file=sys.stderr, flush=True)
     return lines
@@ -189,11 +200,16 @@ def accuracy_section(run_path: Path, data: list[str], rounds: int, tmp: Path) ->
         "|---|---|---|---:|---:|---|---:|",
     ]
     detail: list[str] = []
-    variants: list[tuple[str, Int8Options | None]] = [("fp16 (reference)", None)]
+    variants: list[tuple[str, Int8Options | None]] = [
+        ("fp16 (reference)", None),
+        ("int8 (the export's defaults)", Int8Options()),
+        ("int8, every level int8", Int8Options(float_first_level=False)),
+    ]
     for activations in ("uint8", "int8"):
         for method in ("minmax", "entropy", "percentile"):
-            options = Int8Options(method=method, activations=activations)  # type: ignore[arg-type]
-            variants.append((f"int8, {activations} activations", options))
+            if (activations, method) != ("uint8", "minmax"):
+                options = Int8Options(method=method, activations=activations)  # type: ignore[arg-type]
+                variants.append((f"int8, {activations} activations", options))
     images = cases = None
     for label, options in variants:
         t0 = time.perf_counter()
@@ -204,6 +220,8 @@ def accuracy_section(run_path: Path, data: list[str], rounds: int, tmp: Path) ->
             name = f"{options.method}-{options.activations}.onnx"
             graph = quantize_graph(source, tmp / name, images, options).SerializeToString()
             calibration = f"{options.method}, {images.shape[0]} slices of {len(train)} cases"
+            if options.float_first_level:
+                calibration += ", first level float"
         if cases is None:
             images, _, cases = calibration_data(model, spec, options=Int8Options())
         a, b = predictor_pair(model, fp32, graph)
@@ -219,10 +237,10 @@ def accuracy_section(run_path: Path, data: list[str], rounds: int, tmp: Path) ->
             f"{'yes' if result.passed else 'no'} | {speed} |"
         )
         print(lines[-1], f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-        if options is not None and options.method == "minmax" and options.activations == "uint8":
+        if options == Int8Options():
             detail = [
                 "\nPer-label Dice against the reference labels, mean over the validation volumes "
-                f"({', '.join(result.cases)}), default int8 export (minmax, uint8):\n",
+                f"({', '.join(result.cases)}), the export's defaults (minmax, uint8, first level float):\n",
                 "| label | fp32 | int8 | int8 - fp32 (points) |",
                 "|---|---:|---:|---:|",
                 *(
@@ -236,7 +254,9 @@ def accuracy_section(run_path: Path, data: list[str], rounds: int, tmp: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a trained run folder (accuracy section)")
+    parser.add_argument(
+        "--run", type=Path, action="append", default=[], help="trained run folder(s): accuracy"
+    )
     parser.add_argument("--data", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (best kept)")
     parser.add_argument("--quick", action="store_true", help="small shapes only, 3 rounds")
@@ -247,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pedseg-bench-int8-") as name:
         tmp = Path(name)
         speed = speed_section(shapes, rounds, tmp)
-        accuracy = accuracy_section(args.run, args.data, rounds, tmp) if args.run else []
+        accuracy: list[str] = []
+        for k, run in enumerate(args.run):
+            (tmp / f"run{k}").mkdir()
+            accuracy += [*accuracy_section(run, args.data, rounds, tmp / f"run{k}"), ""]
     wall = time.perf_counter() - started
     command = "python3 benchmarks/bench_int8.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])

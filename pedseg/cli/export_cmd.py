@@ -103,7 +103,7 @@ def _render_int8(reports: list[Int8Report], *, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("domain", "file", "MB", "slices", "agreement", "Dice drop", "speed", "s")
+    columns = ("domain", "file", "MB", "slices", "agreement", "worst label", "speed", "s")
     for column in columns:
         table.add_column(column, overflow="fold")
     for report in reports:
@@ -114,7 +114,7 @@ def _render_int8(reports: list[Int8Report], *, title: str) -> None:
             f"{report.path.stat().st_size / 1e6:.2f}",
             f"{report.calibration['slices']} ({report.calibration['method']})",
             f"{report.verification.min_agreement:.4f}",
-            f"{100 * drop:+.2f} ({label})",
+            f"{-100 * drop:+.2f} ({label})",
             f"{report.speed.speedup:.2f}x",
             f"{report.seconds:.1f}",
         )
@@ -123,8 +123,8 @@ def _render_int8(reports: list[Int8Report], *, title: str) -> None:
     cpu = reports[0].speed.cpu if reports else "-"
     ok(
         f"exported {len(reports)} int8 domain(s), each verified against fp32 on {len(cases)} "
-        f"validation case(s) (agreement: min per-volume Dice int8 vs fp32; Dice drop: largest "
-        f"per-label loss vs the reference, in points; speed: int8 / fp32 slices/s on {cpu})"
+        f"validation case(s) (agreement: min per-volume Dice int8 vs fp32; worst label: its Dice "
+        f"vs the reference, int8 - fp32, in points; speed: int8 / fp32 slices/s on {cpu})"
     )
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from pedseg.inference.int8_choice import cpu_flags, cpu_model
 from pedseg.inference.predictor import Predictor
 from pedseg.io import check_pair, read_label, read_volume
 
+if TYPE_CHECKING:
+    from pedseg.runfolder.loading import DomainModel
+
 __all__ = [
     "AGREEMENT_MIN",
     "MAX_DICE_DROP",
@@ -41,6 +45,7 @@ __all__ = [
     "check_verification",
     "dice",
     "measure_speed",
+    "predictor_pair",
     "verify_int8",
 ]
 
@@ -117,6 +122,33 @@ class SpeedRecord:
             "int8_slices_per_s": round(self.int8_slices_per_s, 3),
             "speedup": round(self.speedup, 3),
         }
+
+
+def predictor_pair(
+    domain_model: DomainModel, fp32: bytes, int8: bytes, *, batch_size: int = 8
+) -> tuple[Predictor, Predictor]:
+    """Predictors over the fp32 and the int8 graph (onnxruntime, CPU), otherwise identical."""
+    from pedseg.inference.backends import OnnxBackend, num_threads
+    from pedseg.inference.int8_choice import INT8_BACKEND
+    from pedseg.inference.predictor import ModelInfo
+
+    info = ModelInfo(
+        spec=domain_model.spec,
+        image_size=domain_model.image_size,
+        model_sha256=domain_model.model_sha256,
+        scheme=domain_model.scheme,
+        source=domain_model.layout.root if domain_model.layout else Path(),
+    )
+    threads = num_threads()
+    predictors = tuple(
+        Predictor(
+            info,
+            OnnxBackend(data, device="cpu", threads=threads, name=name),
+            batch_size=batch_size,
+        )
+        for data, name in ((fp32, "onnx"), (int8, INT8_BACKEND))
+    )
+    return predictors[0], predictors[1]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

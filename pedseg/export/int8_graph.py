@@ -3,7 +3,7 @@
 The domain's folded network with its transposed-convolution up-sampling rewritten
 (:mod:`pedseg.export.upsample`), exported like the fp32 graph, with shared constants untied so that
 each convolution's bias can be quantised for it, and checked against the fp32 export; plus the
-nodes that stay float (:func:`float_tail`).
+nodes that stay float (:func:`float_nodes`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from pedseg.runfolder.loading import DomainModel
 
-__all__ = ["float_tail", "int8_source", "untie_initializers"]
+__all__ = ["first_level_convs", "float_nodes", "float_tail", "int8_source", "untie_initializers"]
 
 
 def int8_source(domain_model: DomainModel, path: Path, *, reference: bytes) -> Path:
@@ -99,6 +99,26 @@ def _check_same(candidate: bytes, reference: bytes, size: tuple[int, int], domai
             f"the {domain} graph prepared for int8 differs from the fp32 export by {diff:.3g}; "
             "report this bug"
         )
+
+
+def float_nodes(model: onnx.ModelProto, *, first_level: bool) -> list[str]:
+    """The nodes an int8 export keeps float: :func:`float_tail`, and with ``first_level`` the
+    convolutions of the first (full-resolution) encoder level too (:func:`first_level_convs`)."""
+    return [*float_tail(model), *(first_level_convs(model) if first_level else [])]
+
+
+def first_level_convs(model: onnx.ModelProto) -> list[str]:
+    """The convolutions before the first ``MaxPool`` (nodes are in execution order): the encoder's
+    full-resolution block, which reads the image. Measured on real data, they cost most of the
+    accuracy lost in int8 for a few per cent of the network's operations
+    (``benchmarks/results/int8.md``)."""
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type == "MaxPool":
+            return names
+        if node.op_type == "Conv" and node.name:
+            names.append(node.name)
+    return []  # no pooling: not a UNet encoder, nothing is singled out
 
 
 def float_tail(model: onnx.ModelProto) -> list[str]:

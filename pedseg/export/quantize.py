@@ -15,7 +15,9 @@
 4. ``onnxruntime.quantization.quantize_static``: QDQ format, int8 weights per output channel,
    activations ``uint8`` (default) or ``int8``, calibration ``minmax`` / ``entropy`` /
    ``percentile``; the head convolution and the softmax stay float, so probabilities are not
-   rounded to 1/255 steps;
+   rounded to 1/255 steps, and so does the first, full-resolution encoder level (it reads the
+   image; measured on real data it costs most of the accuracy int8 loses, for a few per cent of
+   the operations);
 5. verification on the validation cases and a speed record (:mod:`pedseg.export.int8_check`);
    a graph that fails is not written; the file is written atomically (nothing partial) with the
    fp32 metadata plus ``precision: int8`` and :data:`INT8_METADATA_KEYS` (JSON).
@@ -39,8 +41,13 @@ import numpy as np
 
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, OutputExistsError
-from pedseg.export.int8_check import SpeedRecord, Verification, check_verification
-from pedseg.export.int8_graph import float_tail, int8_source
+from pedseg.export.int8_check import (
+    SpeedRecord,
+    Verification,
+    check_verification,
+    predictor_pair,
+)
+from pedseg.export.int8_graph import float_nodes, int8_source
 from pedseg.export.onnx import INPUT_NAME, export_metadata
 from pedseg.io.atomic import atomic_path
 
@@ -48,7 +55,6 @@ if TYPE_CHECKING:
     import onnx
 
     from pedseg.data.dataset import Case
-    from pedseg.inference.predictor import Predictor
     from pedseg.runfolder.loading import DomainModel, LoadedRun
 
 __all__ = [
@@ -60,7 +66,6 @@ __all__ = [
     "data_specs",
     "export_int8_domain",
     "export_int8_run",
-    "predictor_pair",
     "quantize_graph",
 ]
 
@@ -86,6 +91,8 @@ class Int8Options:
     cache_root: Path | None = None
     batch_size: int = 8
     """Slices per network call while verifying."""
+    float_first_level: bool = True
+    """Keep the full-resolution encoder level (it reads the image) in float."""
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -210,6 +217,9 @@ def export_int8_domain(
         "activations": opts.activations,
         "weights": "int8 per channel" + (", 7-bit range" if reduce_range() else ""),
         "format": "QDQ",
+        "float": "first encoder level, head, softmax"
+        if opts.float_first_level
+        else "head, softmax",
     }
     fp32, int8 = predictor_pair(
         domain_model, fp32_bytes, model.SerializeToString(), batch_size=opts.batch_size
@@ -234,33 +244,6 @@ def export_int8_domain(
         speed=speed,
         seconds=time.perf_counter() - started,
     )
-
-
-def predictor_pair(
-    domain_model: DomainModel, fp32: bytes, int8: bytes, *, batch_size: int = 8
-) -> tuple[Predictor, Predictor]:
-    """Predictors over the fp32 and the int8 graph (onnxruntime, CPU), otherwise identical."""
-    from pedseg.inference.backends import OnnxBackend, num_threads
-    from pedseg.inference.int8_choice import INT8_BACKEND
-    from pedseg.inference.predictor import ModelInfo, Predictor
-
-    info = ModelInfo(
-        spec=domain_model.spec,
-        image_size=domain_model.image_size,
-        model_sha256=domain_model.model_sha256,
-        scheme=domain_model.scheme,
-        source=domain_model.layout.root if domain_model.layout else Path(),
-    )
-    threads = num_threads()
-    predictors = tuple(
-        Predictor(
-            info,
-            OnnxBackend(data, device="cpu", threads=threads, name=name),
-            batch_size=batch_size,
-        )
-        for data, name in ((fp32, "onnx"), (int8, INT8_BACKEND))
-    )
-    return predictors[0], predictors[1]
 
 
 # ---------------------------------------------------------------------- calibration data
@@ -344,7 +327,9 @@ def quantize_graph(
             activation_type=activations,
             weight_type=q.QuantType.QInt8,
             calibrate_method=methods[options.method],
-            nodes_to_exclude=float_tail(onnx.load_model(str(source))),
+            nodes_to_exclude=float_nodes(
+                onnx.load_model(str(source)), first_level=options.float_first_level
+            ),
             calibration_providers=["CPUExecutionProvider"],
             # One batch per calibration pass: histograms and ranges are merged across passes, so
             # memory holds one batch's activations whatever the number of slices.

@@ -64,9 +64,14 @@ def test_int8_graph_is_qdq_with_per_channel_weights_and_runs(
     producers = {out: node for node in model.graph.node for out in node.output}
     values = _initializers(model)
     quantised = 0
-    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    kept_float = [c.name for c in convs if c.input[1] not in producers]
+    # The full-resolution encoder level and the head convolution (before the softmax) stay float.
+    assert kept_float == ["/encoders.0/conv1/Conv", "/encoders.0/conv2/Conv", "/heads.0/Conv"]
+    assert all(values[c.input[1]].dtype == np.float32 for c in convs if c.name in kept_float)
+    for conv in convs:
         weight = producers.get(conv.input[1])
-        if weight is None:  # the head convolution stays float (before the softmax)
+        if weight is None:
             continue
         assert weight.op_type == "DequantizeLinear"
         scale, zero = values[weight.input[1]], values[weight.input[2]]
@@ -102,6 +107,8 @@ def test_int8_metadata_and_report(exported: tuple[LoadedRun, Int8Report]) -> Non
     assert calibration == dict(report.calibration)
     assert calibration["slices"] == train_slices and calibration["cases"] == 3 - len(val)
     assert calibration["method"] == "minmax" and calibration["format"] == "QDQ"
+    assert calibration["activations"] == "uint8" and calibration["weights"].startswith("int8")
+    assert calibration["float"] == "first encoder level, head, softmax"
     verification = json.loads(meta["verification"])
     assert verification == report.verification.to_dict()
     assert verification["passed"] is True and verification["cases"] == len(val)
@@ -238,3 +245,22 @@ def test_shared_constants_are_untied_without_changing_the_graph() -> None:
     biases = [n.input[2] for n in model.graph.node]
     assert len(set(biases)) == 2 and set(biases) <= set(_initializers(model))
     np.testing.assert_array_equal(run(model), before)
+
+
+def test_float_nodes_are_the_first_level_and_the_tail(
+    exported: tuple[LoadedRun, Int8Report], tmp_path: Path
+) -> None:
+    from pedseg.export.int8_graph import float_nodes, int8_source
+
+    run, _ = exported
+    model = run.domain("shoulder")
+    export_run(run, domains=["shoulder"], out_dir=tmp_path)
+    source = int8_source(
+        model, tmp_path / "s.onnx", reference=(tmp_path / "shoulder.onnx").read_bytes()
+    )
+    graph = onnx.load_model(str(source))
+    assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
+    tail = ["/heads.1/Conv", "/Softmax"]
+    assert sorted(float_nodes(graph, first_level=False)) == sorted(tail)
+    first = ["/encoders.0/conv1/Conv", "/encoders.0/conv2/Conv"]
+    assert sorted(float_nodes(graph, first_level=True)) == sorted(tail + first)
