@@ -264,3 +264,54 @@ def test_float_nodes_are_the_first_level_and_the_tail(
     assert sorted(float_nodes(graph, first_level=False)) == sorted(tail)
     first = ["/encoders.0/conv1/Conv", "/encoders.0/conv2/Conv"]
     assert sorted(float_nodes(graph, first_level=True)) == sorted(tail + first)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_joint_run", "tiny_baseline_run"])
+def test_joint_and_baseline_runs_export_int8(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    run = load_run(request.getfixturevalue(fixture))
+    specs = data_specs(
+        run, [DOMAIN], {DOMAIN: phantom_dir(request.getfixturevalue("tmp_path_factory")) / DOMAIN}
+    )
+    (report,) = export_int8_run(run, specs, domains=[DOMAIN], out_dir=tmp_path)
+    assert report.path == tmp_path / "ankle.int8.onnx" and report.verification.passed
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    (probabilities,) = session.run(["probabilities"], {"image": x})
+    assert probabilities.shape == (2, 4, 32, 32)  # joint: the union head projected onto ankle
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_attention_unet_quantises(tmp_path: Path) -> None:
+    import torch
+
+    from pedseg.domains.spec import DomainSpec
+    from pedseg.export.int8_graph import int8_source
+    from pedseg.export.onnx import export_domain
+    from pedseg.export.quantize import quantize_graph
+    from pedseg.models.build import ModelConfig, build_model
+    from pedseg.models.segmenter import DomainSegmenter
+    from pedseg.runfolder.loading import DomainModel
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="attention-unet", base_width=4, depth=3), num_classes=[3])
+    spec = DomainSpec(
+        name="x", labels=((1, "a"), (2, "b")), normalization="zscore", image_size=(32, 32)
+    )
+    model = DomainModel(spec, (32, 32), DomainSegmenter(net.eval(), head=0), "0" * 64, "dsl", None)
+    export_domain(model, tmp_path / "fp32.onnx")
+    source = int8_source(
+        model, tmp_path / "s.onnx", reference=(tmp_path / "fp32.onnx").read_bytes()
+    )
+    images = np.random.default_rng(0).standard_normal((8, 32, 32)).astype(np.float32)
+    quantized = quantize_graph(source, tmp_path / "q.onnx", images, Int8Options())
+    ops = {node.op_type for node in quantized.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Sigmoid", "DepthToSpace"} <= ops
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(["probabilities"], {"image": images[:2, None]})
+    reference = ort.InferenceSession(
+        str(tmp_path / "fp32.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (expected,) = reference.run(["probabilities"], {"image": images[:2, None]})
+    assert np.abs(out - expected).max() < 0.2  # an int8 approximation, not noise
