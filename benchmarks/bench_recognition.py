@@ -88,7 +88,8 @@ def reprofile(run_dir: Path, folds: Path) -> None:
             lo, hi = central_range(int(stack.shape[0]))
             parts.append(np.asarray(stack[lo:hi], dtype=np.float32))
         own[spec.name] = np.concatenate(parts)[:MAX_PROFILE_SLICES]
-    store_profile(run_dir, own, cross=cross_slices(specs, images, image_size=size))
+    scans = ((name, read_volume(path)) for name, paths in images.items() for path in paths)
+    store_profile(run_dir, own, cross=cross_slices(specs, scans, image_size=size))
 
 
 def image_path(domain: str, case: str) -> Path:

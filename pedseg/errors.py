@@ -7,8 +7,21 @@ wrong, where (file, field, domain) and, when it is not obvious, how to fix it. E
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
+from pathlib import Path
+
+MAX_MESSAGE_CHARS = 500  # longer messages are cut (ending in an ellipsis) where they are shown
+
+
+def one_line(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line (whitespace runs become one space), at most ``limit`` characters."""
+    head = text[: 8 * limit]  # never split a huge text whole: only its start can be shown
+    flat = " ".join(head.split())
+    if len(flat) <= limit and len(head) == len(text):
+        return flat
+    return flat[: limit - 1].rstrip() + "…"
 
 
 class PedsegError(Exception):
@@ -17,8 +30,8 @@ class PedsegError(Exception):
     exit_code: int = 1
 
     def __str__(self) -> str:
-        # Guarantee a single line whatever the message holds.
-        return " ".join(super().__str__().split())
+        # One short line whatever the message holds (a file's content may end up in it).
+        return one_line(super().__str__())
 
 
 class ConfigError(PedsegError):
@@ -72,6 +85,45 @@ class OutputExistsError(PedsegError):
         self.path = str(path)
 
 
+_OUTPUT_HINTS = {
+    errno.EACCES: "check the permissions or choose another folder",
+    errno.EPERM: "check the permissions or choose another folder",
+    errno.EROFS: "choose a writable folder",
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.ENAMETOOLONG: "choose a shorter name or path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EEXIST: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "it is a folder; give a file name",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """``"<strerror>; <how to fix>"`` for an :class:`OSError` (its errno picks the hint)."""
+    what = error.strerror or type(error).__name__
+    hint = _OUTPUT_HINTS.get(error.errno or 0, "check the location and try again")
+    culprit = error.filename
+    not_a_folder = error.errno in (errno.ENOTDIR, errno.EEXIST)
+    if not_a_folder and isinstance(culprit, str) and Path(culprit).is_file():
+        hint = f"{culprit} is a file, not a folder; choose another path"
+    return f"{what}; {hint}"
+
+
+class OutputError(PedsegError):
+    """An output cannot be written (read-only folder, disk full, name too long, ...).
+
+    ``reason`` is an :class:`OSError` (its errno picks the hint) or a text; ``path`` is the output
+    the user asked for, never a temporary file.
+    """
+
+    def __init__(self, path: object, reason: OSError | str) -> None:
+        if isinstance(reason, OSError):
+            reason = describe_os_error(reason)
+        super().__init__(f"{path}: cannot be written: {reason}")
+        self.path = str(path)
+        self.detail = reason
+
+
 class ModelError(PedsegError):
     """A trained model, checkpoint or export is missing, corrupt or incompatible."""
 
@@ -91,3 +143,7 @@ class TrainingError(PedsegError):
 
 class DeviceError(PedsegError):
     """A requested compute device or execution provider is not usable."""
+
+
+class PlanError(PedsegError):
+    """A training plan or dataset fingerprint file is invalid or cannot be made."""

@@ -26,15 +26,33 @@ logger = logging.getLogger(__name__)
 THREADS_ENV = "PEDSEG_NUM_THREADS"
 
 
-def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """``auto`` = CUDA when available (this rank's GPU under DDP), else CPU."""
+_FALLBACK_WARNED: set[str] = set()
+
+
+def resolve_device(
+    name: str, *, local_rank: int = 0, allow_cpu_fallback: bool = False
+) -> torch.device:
+    """``auto`` = CUDA when available (this rank's GPU under DDP), else CPU. A CUDA device that is
+    not there is a :class:`DeviceError`, or, with ``allow_cpu_fallback``, the CPU with a warning
+    (logged once per process): every part of a command (recognition, torch and onnx backends)
+    asks here, so the fallback holds for all of them."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
+        if allow_cpu_fallback:
+            if name not in _FALLBACK_WARNED:
+                _FALLBACK_WARNED.add(name)
+                logger.warning(
+                    "--device %s: PyTorch sees no CUDA GPU; running on the CPU "
+                    "(--allow-cpu-fallback)",
+                    name,
+                )
+            return torch.device("cpu")
         raise DeviceError(
-            f"device {name!r} was requested but no CUDA GPU is available; use --device cpu"
+            f"device {name!r} was requested but no CUDA GPU is available; use --device cpu, "
+            "or --allow-cpu-fallback to run on the CPU"
         )
     if name == "cuda":
         index = local_rank % torch.cuda.device_count()

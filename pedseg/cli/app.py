@@ -23,11 +23,12 @@ from pedseg.cli import (
     export_cmd,
     export_seg_cmd,
     identify_cmd,
+    plan_cmd,
     predict_cmd,
     synth_cmd,
     train_cmd,
 )
-from pedseg.errors import PedsegError
+from pedseg.errors import PedsegError, describe_os_error, one_line
 
 app = typer.Typer(
     name="pedseg",
@@ -66,6 +67,7 @@ domains_cmd.register(app)
 check_cmd.register(app)
 synth_cmd.register(app)
 demo_cmd.register(app)
+plan_cmd.register(app)
 train_cmd.register(app)
 predict_cmd.register(app)
 identify_cmd.register(app)
@@ -86,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (used by the console script and by tests).
 
     Typer handles its own usage errors, ``--help`` and ``--version`` (standalone mode, exit 0 or 2);
-    every :class:`PedsegError` becomes one red line on stderr and its exit code (1). Anything else is a
-    bug and keeps its traceback.
+    every :class:`PedsegError` becomes one red line on stderr and its exit code (1), and so does an
+    :class:`OSError` that names a file (the file system refused something: a name too long, a folder
+    that cannot be searched) where no layer below turned it into a ``PedsegError``. Anything else is
+    a bug and keeps its traceback (``PEDSEG_DEBUG=1`` prints it for the others too).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -100,4 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         return exc.exit_code
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        if _debug():
+            traceback.print_exc()
+        text = one_line(f"{os.fsdecode(exc.filename)}: {describe_os_error(exc)}")
+        typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
+        return 1
     return 0

@@ -81,6 +81,7 @@ def _figures(
 ) -> list[ReportFigure]:
     from pedseg.evaluation.plots import dice_boxplot
     from pedseg.evaluation.report import ReportFigure
+    from pedseg.io.atomic import atomic_path
 
     figures = [
         ReportFigure(
@@ -92,8 +93,8 @@ def _figures(
     for method in comparison.methods:
         if method.curves is not None:
             target = folder / f"curves-{_slug(method.name)}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(method.curves, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(method.curves, tmp)
             caption = f"Training curves of {method.name} ({method.curves})."
             figures.append(ReportFigure(f"Training curves: {method.name}", target, caption))
     if overlays:
@@ -106,7 +107,7 @@ def _figures(
 def _overlay_figures(
     methods: tuple[MethodResults, ...], folder: Path, data: list[str], cases: int
 ) -> list[ReportFigure]:
-    from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+    from pedseg.domains.registry import DomainRegistry, data_option, parse_data_overrides
     from pedseg.errors import ConfigError, RegistryError
     from pedseg.evaluation.plots import overlay_grid, overlay_rows
     from pedseg.evaluation.report import ReportFigure
@@ -125,7 +126,7 @@ def _overlay_figures(
             console.print(f"[yellow]![/] no overlays for {domain}: it is not a registered domain")
             continue
         if domain in roots:
-            spec = spec.with_data_root(roots[domain])
+            spec = spec.with_data_root(roots[domain], given_as=data_option(domain, roots[domain]))
         if spec.data is None:
             console.print(f"[yellow]![/] no overlays for {domain}: pass --data {domain}=DIR")
             continue

@@ -17,6 +17,7 @@ from pedseg.cli.options import (
     quiet_option,
 )
 from pedseg.cli.render import console, ok
+from pedseg.errors import ConfigError
 
 if TYPE_CHECKING:
     from pedseg.evaluation.crossval import CrossvalEvent
@@ -37,6 +38,13 @@ def crossval(
     folds: str = typer.Option("loo", "--folds", help="loo (leave one out) or K (K-fold)."),
     max_folds: int | None = typer.Option(
         None, "--max-folds", help="Run only the first N folds (a quick look)."
+    ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="I/N",
+        help="Run only the I-th of N interleaved parts of the (method, fold) jobs, each part "
+        "into its own --out (cluster array jobs, several GPUs); `pedseg compare` merges them.",
     ),
     data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
     epochs: int = typer.Option(30, "--epochs", help="Epochs per fold (the paper: 30)."),
@@ -94,6 +102,7 @@ def crossval(
         archs=tuple(domain_names(archs, more_archs)) or ("unet",),
         folds=parse_folds(folds),
         max_folds=max_folds,
+        shard=parse_shard(shard),
     )
     display = _Display(quiet=quiet)
     result = run_crossval(config, specs, out=out, cache_root=cache_dir, callback=display)
@@ -103,6 +112,16 @@ def crossval(
             f"{method.method}: {ran} fold(s) run, {skipped} already done; "
             f"per-case metrics in {method.folder / 'metrics.csv'}"
         )
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``"2/3"`` to ``(2, 3)`` (checked by the crossval config)."""
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()):
+        raise ConfigError(f"--shard must be I/N with 1 <= I <= N, got {value!r}")
+    return int(index), int(count)
 
 
 def split_values(extra: list[str]) -> tuple[list[str], list[str], list[str]]:

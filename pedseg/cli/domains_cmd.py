@@ -12,17 +12,24 @@ from pedseg.errors import ConfigError
 
 
 def domains_list() -> None:
-    """List the registered domains and where each comes from."""
+    """List the registered domains and where each comes from (unusable ones are named below)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from pedseg.domains.registry import DomainRegistry
+    from pedseg.errors import PedsegError
 
     registry = DomainRegistry()
     table = Table(title=f"Domains (user registry: {registry.user_dir})")
     for column in ("name", "labels", "normalization", "slice axis", "image size", "origin"):
         table.add_column(column)
+    unusable: list[str] = []
     for entry in registry.entries():
-        spec = registry.get(entry.name)
+        try:
+            spec = registry.get(entry.name)
+        except PedsegError as error:  # one broken file must not hide the others
+            unusable.append(f"{entry.name} ({entry.origin}): {error}")
+            continue
         table.add_row(
             spec.name,
             ", ".join(f"{i}={n}" for i, n in spec.labels),
@@ -32,6 +39,8 @@ def domains_list() -> None:
             entry.origin,
         )
     console.print(table)
+    for line in unusable:
+        console.print(f"[yellow]warning: skipped {escape(line)}[/]", soft_wrap=True)
 
 
 def domains_show(name: str = typer.Argument(..., help="Domain name.")) -> None:
@@ -40,9 +49,11 @@ def domains_show(name: str = typer.Argument(..., help="Domain name.")) -> None:
     from pedseg.domains.yamlio import dump_yaml
 
     spec = DomainRegistry().get(name)
-    console.print(f"# source: {spec.source}", markup=False)
+    console.print(f"# source: {spec.source}", markup=False, soft_wrap=True)
     console.print(f"# content hash: {spec.content_hash()}", markup=False)
-    console.print(dump_yaml(spec.to_dict()), markup=False, end="")
+    where = str(spec.data.root) if spec.data is not None else "none (pass --data NAME=DIR)"
+    console.print(f"# data root: {where}", markup=False, soft_wrap=True)
+    console.print(dump_yaml(spec.to_dict()), markup=False, end="", soft_wrap=True)
 
 
 def add_domain(
@@ -75,7 +86,12 @@ def add_domain(
     ),
 ) -> None:
     """Validate a domain descriptor and register it in the user registry (and add it to a model)."""
-    from pedseg.domains.registry import DomainRegistry, load_descriptor, parse_data_overrides
+    from pedseg.domains.registry import (
+        DomainRegistry,
+        data_option,
+        load_descriptor,
+        parse_data_overrides,
+    )
     from pedseg.training.base_run import extendable_base
     from pedseg.training.extend import ExtendConfig, extend_run
 
@@ -108,7 +124,9 @@ def add_domain(
     if registered:
         ok(f"registered domain {spec.name!r} ({len(spec.labels)} labels)")
     if spec.name in overrides:
-        spec = spec.with_data_root(overrides[spec.name])
+        spec = spec.with_data_root(
+            overrides[spec.name], given_as=data_option(spec.name, overrides[spec.name])
+        )
     result = extend_run(base.root, spec, config=config, out=out, callback=epoch_lines)
     ok(trained_line(f"added domain {spec.name!r} to {base.root}", result))
 

@@ -79,7 +79,7 @@ def embed(
 
 def _data_specs(run: LoadedRun, names: list[str], data: list[str]) -> dict[str, DomainSpec]:
     """Each domain's stored descriptor with its data folder (``--data`` or the registry's)."""
-    from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+    from pedseg.domains.registry import DomainRegistry, data_option, parse_data_overrides
     from pedseg.errors import ConfigError, RegistryError
 
     for name in names:
@@ -95,7 +95,9 @@ def _data_specs(run: LoadedRun, names: list[str], data: list[str]) -> dict[str, 
             spec = registry.get(name)  # only its data location is used
         except RegistryError:
             spec = run.domain(name).spec
-        specs[name] = spec.with_data_root(roots[name]) if name in roots else spec
+        if name in roots:
+            spec = spec.with_data_root(roots[name], given_as=data_option(name, roots[name]))
+        specs[name] = spec
     return specs
 
 

@@ -49,17 +49,6 @@ def more_domains_argument() -> Any:
     return typer.Argument(None, hidden=True, metavar="DOMAIN")
 
 
-def given_options(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
-    """The flags (of ``{parameter name: flag}``) the user gave on the command line or through an
-    environment variable, in ``flags`` order; defaults do not count, whatever their value."""
-    given: list[str] = []
-    for name, flag in flags.items():
-        source = ctx.get_parameter_source(name)
-        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
-            given.append(flag)
-    return given
-
-
 def domain_names(option: Iterable[str], extra: Iterable[str] | None = None) -> list[str]:
     """Domain names from ``--domains a b`` / ``--domains a,b`` / repeated ``--domains``.
 
@@ -87,3 +76,18 @@ def parse_image_size(value: str | None) -> tuple[int, int] | None:
     if len(numbers) != 2:
         raise ConfigError(f"--image-size must look like 256 or 256x192, got {value!r}")
     return numbers[0], numbers[1]
+
+
+def given_options(ctx: typer.Context) -> frozenset[str]:
+    """The parameter names the user gave on the command line (or through the environment).
+
+    Options with a default cannot tell "given" from "defaulted" by value; this asks click where
+    each value came from, so ``--epochs 30`` overrides a plan even though 30 is the default.
+    (Typer vendors its own click, so the source is compared by name.)
+    """
+    given = {"COMMANDLINE", "ENVIRONMENT"}
+    return frozenset(
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) in given
+    )

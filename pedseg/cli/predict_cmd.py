@@ -8,6 +8,7 @@ planned once and predicted in input order into the same place (:mod:`pedseg.infe
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from pedseg.cli.render import console
 
 if TYPE_CHECKING:
     from pedseg.inference.batch import BatchEvent, BatchResult
+    from pedseg.inference.ood import OodCheck
     from pedseg.inference.predictor import Predictor
     from pedseg.inference.routing import Router
 
@@ -74,6 +76,20 @@ def predict(
     preview: bool = typer.Option(
         False, "--preview", help="Also write <case>_preview.png with coloured contours."
     ),
+    outputs: str | None = typer.Option(
+        None,
+        "--outputs",
+        help="Clinical outputs besides the label map, comma-separated: seg-nrrd (3D Slicer), "
+        "dicom-seg (DICOM inputs), mesh-stl|mesh-ply|mesh-obj (one surface per label), stats "
+        "(morphometry + statistics.csv), preview-3d (default: the domain's, see docs/outputs.md).",
+    ),
+    mesh_format: str | None = typer.Option(None, "--mesh-format", help="stl | ply | obj."),
+    mesh_smoothing: int | None = typer.Option(
+        None, "--mesh-smoothing", help="Taubin smoothing passes (0 = none; default 20)."
+    ),
+    mesh_decimate: float | None = typer.Option(
+        None, "--mesh-decimate", help="Fraction of mesh faces kept, in (0, 1] (default 1)."
+    ),
     allow_cpu_fallback: bool = typer.Option(
         False, "--allow-cpu-fallback", help="Run on the CPU when --device cuda is not usable."
     ),
@@ -82,6 +98,12 @@ def predict(
         "--ood-threshold",
         help="Warn when a scan's median distance to its domain exceeds this many p95 units "
         "(default: pedseg's, see docs/recognition.md).",
+    ),
+    refuse_ood: bool = typer.Option(
+        False,
+        "--refuse-ood",
+        help="Do not segment a scan that looks out of distribution (blank, another anatomy or "
+        "sequence, unlike the training scans); it is recorded as failed with the reasons.",
     ),
     quiet: bool = quiet_option("No progress bar."),
 ) -> None:
@@ -95,6 +117,10 @@ def predict(
         preview=preview,
         overwrite=overwrite,
         resume=resume,
+        outputs=outputs,
+        mesh_format=mesh_format,
+        mesh_smoothing=mesh_smoothing,
+        mesh_decimate=mesh_decimate,
     )
     plan = plan_batch(inputs, out, options.request)  # refuses bad outputs before any work
 
@@ -119,34 +145,55 @@ def predict(
     pool = PredictorPool(opener)
     if domain is not None:
         pool.get(domain)  # an unknown domain or a bad model fails before any case
-    router = _router(model, domain, device=device, threshold=ood_threshold)
+    router, ood = _router(
+        model,
+        domain,
+        device=device,
+        threshold=ood_threshold,
+        fallback=allow_cpu_fallback,
+        refuse=refuse_ood,
+    )
     with _Display(quiet=quiet) as display:
-        result = predict_batch(plan, options, pool=pool, router=router, callback=display)
+        result = predict_batch(
+            plan, options, pool=pool, router=router, callback=display, domain=domain, ood=ood
+        )
     _summary(result, out)
     if result.failed:
         raise typer.Exit(1)
 
 
 def _router(
-    model: Path | None, domain: str | None, *, device: str, threshold: float | None
-) -> Router:
+    model: Path | None,
+    domain: str | None,
+    *,
+    device: str,
+    threshold: float | None,
+    fallback: bool,
+    refuse: bool,
+) -> tuple[Router, OodCheck]:
     """Recognition for every scan without ``--domain``; with it, the profile check when the run
-    has profiles (when it has none, or they are damaged, a warning says the checks are off)."""
+    has profiles (when it has none, or they are damaged, a warning says the checks are off). The
+    out-of-distribution checks use the same profiles (without them: only blank scans)."""
     from pedseg.errors import ModelError, ProfileUnavailableError
+    from pedseg.inference.ood import OodCheck
     from pedseg.inference.recognition import recognizer_for
     from pedseg.inference.routing import fixed_domain, recognised_domain
 
+    recognizer_of = partial(
+        recognizer_for, model, device=device, threshold=threshold, allow_cpu_fallback=fallback
+    )
     if domain is None:
-        return recognised_domain(recognizer_for(model, device=device, threshold=threshold))
+        recognizer = recognizer_of()
+        return recognised_domain(recognizer), OodCheck(recognizer.profiles(), refuse=refuse)
     try:
-        recognizer = recognizer_for(model, device=device, threshold=threshold)
+        recognizer = recognizer_of()
     except ProfileUnavailableError as exc:
         logger.info("no domain checks: %s", exc)
-        return fixed_domain(domain)
+        return fixed_domain(domain), OodCheck(refuse=refuse)
     except ModelError as exc:
         _warn("domain checks are off", str(exc))
-        return fixed_domain(domain)
-    return fixed_domain(domain, recognizer)
+        return fixed_domain(domain), OodCheck(refuse=refuse)
+    return fixed_domain(domain, recognizer), OodCheck(recognizer.profiles(), refuse=refuse)
 
 
 def _warn(case: str, message: str) -> None:
@@ -194,6 +241,8 @@ class _Display:
                 console.print(f"{escape(event.case.name)}: {event.route.summary}", soft_wrap=True)
             for warning in event.route.warnings:
                 _warn(event.case.name, warning)
+        if event.kind == "case_end" and event.result is not None and event.result.ood_warning:
+            _warn(event.result.case.name, event.result.ood_warning)
         progress = self.progress
         if progress is None:
             return

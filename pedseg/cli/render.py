@@ -87,6 +87,9 @@ class TrainDisplay:
             )
             self._done_before = 0
         elif event.kind == "epoch_start" and progress is not None:
+            if self.total is not None:  # a budget may have fitted the run's epochs since
+                left = max(event.epochs - event.epoch + 1, 0) * event.steps
+                progress.update(self.total, total=self._done_before + left or None)
             if self.task is not None:
                 progress.remove_task(self.task)
             self.task = progress.add_task(

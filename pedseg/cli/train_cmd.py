@@ -101,7 +101,7 @@ def train(
             from_run,
             names,
             freeze_shared=freeze_shared,
-            given=given_options(ctx, _FLAGS),
+            given=[flag for name, flag in _FLAGS.items() if name in given_options(ctx)],
             options={
                 "epochs": epochs,
                 "batch_size": batch_size,

@@ -41,7 +41,7 @@ from pedseg.domains.registry import pedseg_home
 from pedseg.domains.spec import DomainSpec, check_image_size
 from pedseg.errors import DatasetError, VolumeError
 from pedseg.io import check_pair, read_label, read_volume
-from pedseg.io.atomic import write_text_atomic
+from pedseg.io.atomic import make_folder, output_errors, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,13 @@ def build_cache(
             logger.info("slice cache for %s is up to date: %s", spec.name, target)
             return cached
     logger.info("building the slice cache for %s (%d cases): %s", spec.name, len(case_list), target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    make_folder(target.parent)
+    with output_errors(target):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        _write_cache(tmp, spec, size, case_list, header, data_root)
-        _move_into_place(tmp, target)
+        with output_errors(target):
+            _write_cache(tmp, spec, size, case_list, header, data_root)
+            _move_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_cache(target)
@@ -219,15 +221,16 @@ def _check_cases(spec: DomainSpec, cases: Sequence[Case]) -> None:
             )
 
 
-def _rel(path: Path, root: Path | None) -> str:
+def relative_source(path: Path, root: Path | None) -> str:
     if root is not None:
         with contextlib.suppress(ValueError):
             return path.relative_to(root).as_posix()
     return str(path)
 
 
-def _source(path: Path, root: Path | None) -> dict[str, Any]:
-    stat, rel = path.stat(), _rel(path, root)
+def source_record(path: Path, root: Path | None) -> dict[str, Any]:
+    """What identifies a source file: path relative to ``root``, size, mtime_ns and SHA-256."""
+    stat, rel = path.stat(), relative_source(path, root)
     source = {"path": rel, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return source | {"sha256": file_sha256(path)}
 
@@ -243,12 +246,15 @@ def _reuse(
             return None
         entries = manifest["cases"]
         found = [(e["case_id"], e["image"]["path"], e["label"]["path"]) for e in entries]
-        wanted = [(c.case_id, _rel(c.image, root), _rel(c.label or c.image, root)) for c in cases]
+        wanted = [
+            (c.case_id, relative_source(c.image, root), relative_source(c.label or c.image, root))
+            for c in cases
+        ]
         if found != wanted:
             return None
         files = [(c.image, e["image"]) for c, e in zip(cases, entries, strict=True)]
         files += [(c.label or c.image, e["label"]) for c, e in zip(cases, entries, strict=True)]
-        states = [_file_state(path, record) for path, record in files]
+        states = [source_state(path, record) for path, record in files]
     except (DatasetError, KeyError, TypeError) as exc:
         logger.info("slice cache %s is unusable, rebuilding: %s", target, exc)
         return None
@@ -260,7 +266,7 @@ def _reuse(
     return cache
 
 
-def _file_state(path: Path, record: dict[str, Any]) -> str:
+def source_state(path: Path, record: dict[str, Any]) -> str:
     """``same``, ``touched`` (new mtime, same content; ``record`` is updated) or ``changed``."""
     try:
         stat = path.stat()
@@ -295,7 +301,7 @@ def _write_cache(
         for case in cases:
             if case.label is None:  # guarded by _check_cases
                 raise DatasetError(f"domain {spec.name!r}, case {case.case_id!r}: no label file")
-            image_src, label_src = _source(case.image, root), _source(case.label, root)
+            image_src, label_src = source_record(case.image, root), source_record(case.label, root)
             try:
                 image = read_volume(case.image)
                 label = read_label(case.label, allowed={0, *spec.label_ids})

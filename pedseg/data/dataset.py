@@ -69,6 +69,11 @@ def scan_layout(spec: DomainSpec, *, require_labels: bool = True) -> Layout:
     data = data_spec_of(spec)
     root = data.root.expanduser()
     if not root.is_dir():
+        if data.given_as is not None:
+            raise DatasetError(
+                f"domain {spec.name!r}: {data.given_as}: folder {root} does not exist; pass the "
+                f"folder holding {data.images}/ and {data.labels}/ as --data {spec.name}=DIR"
+            )
         raise DatasetError(
             f"domain {spec.name!r}: data folder {root} does not exist; fix data.root in "
             f"{spec.source} or pass --data {spec.name}=DIR"

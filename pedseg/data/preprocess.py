@@ -73,23 +73,35 @@ def prepare_volume(
     *,
     image_size: tuple[int, int] | None = None,
     label: Volume | None = None,
+    picks: np.ndarray | None = None,
 ) -> SliceStack:
     """Normalise ``volume``, slice it along the domain's axis, resize each slice to ``image_size``.
 
     ``image_size`` defaults to the descriptor's. ``label`` (same grid as ``volume``) is resized with
-    nearest neighbours and must only hold 0 and the declared label ids.
+    nearest neighbours and must only hold 0 and the declared label ids. ``picks``: only these slice
+    indices (the normalisation still sees the whole volume), e.g. the few slices recognition
+    embeds; :func:`slice_count` tells how many there are without preparing any.
     """
     size = _check_size(image_size if image_size is not None else spec.image_size)
     axis = resolve_slice_axis(spec, volume)
     normalized = np.asarray(get_normalization(spec.normalization)(volume.array), dtype=np.float32)
     slices = np.moveaxis(normalized, axis, 0)
     in_plane = (int(slices.shape[1]), int(slices.shape[2]))
+    if picks is not None:
+        slices = slices[np.asarray(picks, dtype=np.int64)]
     images = resize_slices(slices, size, mode="bilinear")
     labels = None
     if label is not None:
         label_slices = np.moveaxis(_label_array(label, volume, spec), axis, 0)
+        if picks is not None:
+            label_slices = label_slices[np.asarray(picks, dtype=np.int64)]
         labels = resize_slices(label_slices, size, mode="nearest").astype(np.uint8)
     return SliceStack(images=images, labels=labels, axis=axis, in_plane_shape=in_plane)
+
+
+def slice_count(volume: Volume, spec: DomainSpec) -> int:
+    """How many slices :func:`prepare_volume` makes of ``volume`` for ``spec``."""
+    return int(volume.shape[resolve_slice_axis(spec, volume)])
 
 
 def restore_slices(probs: np.ndarray, *, in_plane_shape: tuple[int, int], axis: int) -> np.ndarray:
@@ -108,13 +120,59 @@ def restore_slices(probs: np.ndarray, *, in_plane_shape: tuple[int, int], axis: 
         resized = np.asarray(probs, dtype=np.float32)
     else:
         flat = np.ascontiguousarray(probs, dtype=np.float32).reshape(n * c, h, w)
-        resized = resize_slices(flat, size, mode="bilinear").reshape(n, c, *size)
+        # Upsampling needs no anti-aliasing (and plain bilinear is what restore_argmax inverts).
+        shrink = size[0] < h or size[1] < w
+        resized = resize_slices(flat, size, mode="bilinear", antialias=shrink).reshape(n, c, *size)
     # (S, C, A, B) -> (S, A, B, C) -> slice axis back in place, channels last.
     out = np.moveaxis(resized.transpose(0, 2, 3, 1), 0, axis)
     return np.ascontiguousarray(out)
 
 
-def resize_slices(slices: np.ndarray, size: tuple[int, int], *, mode: str) -> np.ndarray:
+def restore_argmax(probs: np.ndarray, *, in_plane_shape: tuple[int, int]) -> np.ndarray:
+    """``argmax`` over the classes of :func:`restore_slices`' output, slice axis first: (S, A, B)
+    class indices, equal to ``restore_slices(probs, ..., axis=0).argmax(-1)`` but without the
+    full-resolution probabilities when upsampling.
+
+    Bilinear upsampling makes each output pixel a convex combination of the (at most 4) input
+    pixels around it, and a class that is the largest at each of them is the largest of any convex
+    combination. So a pixel whose 2x2 input neighbourhood agrees takes that class directly; only
+    the pixels near a boundary (a few percent of a slice) are interpolated.
+    """
+    size = _check_size(in_plane_shape)
+    h, w = probs.shape[2:]
+    if size[0] < h or size[1] < w:  # downsampling: anti-aliased, no shortcut
+        return restore_slices(probs, in_plane_shape=in_plane_shape, axis=0).argmax(-1)
+    low = np.asarray(probs.argmax(axis=1))
+    if (h, w) == size:
+        return low
+    y0, y1, wy = _bilinear_sources(size[0], h)
+    x0, x1, wx = _bilinear_sources(size[1], w)
+    below, right = np.minimum(np.arange(h) + 1, h - 1), np.minimum(np.arange(w) + 1, w - 1)
+    agree = (low == low[:, below]) & (low == low[:, :, right]) & (low == low[:, below][:, :, right])
+    out = low[:, y0][:, :, x0]
+    slices, rows, cols = np.nonzero(~agree[:, y0][:, :, x0])
+    if slices.size:
+        a, b, wa, wb = y0[rows], y1[rows], wy[rows, None], wx[cols, None]
+        left, other = x0[cols], x1[cols]
+        mixed = (1 - wa) * ((1 - wb) * probs[slices, :, a, left] + wb * probs[slices, :, a, other])
+        mixed += wa * ((1 - wb) * probs[slices, :, b, left] + wb * probs[slices, :, b, other])
+        out[slices, rows, cols] = mixed.argmax(axis=1)
+    return out
+
+
+def _bilinear_sources(out_n: int, in_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``out_n`` output positions: the two input indices and the weight of the second
+    (``align_corners=False``, edges clamped, as ``torch.nn.functional.interpolate``)."""
+    source = np.clip((np.arange(out_n) + 0.5) * (in_n / out_n) - 0.5, 0.0, None)
+    first = np.minimum(np.floor(source).astype(np.int64), in_n - 1)
+    second = np.minimum(first + 1, in_n - 1)
+    weight = np.where(second == first, 0.0, source - first).astype(np.float32)
+    return first, second, weight
+
+
+def resize_slices(
+    slices: np.ndarray, size: tuple[int, int], *, mode: str, antialias: bool = True
+) -> np.ndarray:
     """Resize every slice of (S, h, w) to (S, *size) at once; ``mode`` is bilinear or nearest.
 
     Uses ``torch.nn.functional.interpolate`` (3-6x faster than ``scipy.ndimage.zoom`` here: 40
@@ -134,7 +192,7 @@ def resize_slices(slices: np.ndarray, size: tuple[int, int], *, mode: str) -> np
     with torch.no_grad():
         if mode == "bilinear":
             out = torch.nn.functional.interpolate(
-                tensor, size=size, mode="bilinear", align_corners=False, antialias=True
+                tensor, size=size, mode="bilinear", align_corners=False, antialias=antialias
             )
         else:
             out = torch.nn.functional.interpolate(tensor, size=size, mode="nearest-exact")

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pedseg.outputs.names import (
+from pedseg.domains.output_names import (
     FORMATS,
     MAX_SMOOTHING,
     MESH_ALIASES,

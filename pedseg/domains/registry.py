@@ -72,8 +72,9 @@ def get_normalization(name: str) -> NormalizationFn:
 
 
 def load_descriptor(path: str | os.PathLike[str]) -> DomainSpec:
-    """Read and validate one descriptor file."""
-    file = Path(path).expanduser()
+    """Read and validate one descriptor file; a relative ``data.root`` is taken relative to the
+    file's folder and made absolute."""
+    file = Path(path).expanduser().absolute()
     raw = load_yaml_file(file)
     return parse_descriptor(
         raw, source=str(file), known_normalizations=normalizations(), base_dir=file.parent
@@ -198,7 +199,8 @@ class DomainRegistry:
             seen.add(name)
             spec = self.get(name)
             if name in data:
-                spec = spec.with_data_root(data.pop(name))
+                root = data.pop(name)
+                spec = spec.with_data_root(root, given_as=data_option(name, root))
             specs.append(spec)
         if data:
             extra = ", ".join(sorted(data))
@@ -226,6 +228,11 @@ def _load_entry_point(ep: EntryPoint) -> DomainSpec:
     )
 
 
+def data_option(name: str, root: Path) -> str:
+    """``--data NAME=DIR`` as the user gave it, for messages."""
+    return f"--data {name}={root}"
+
+
 def parse_data_overrides(values: Iterable[str]) -> dict[str, Path]:
     """Parse repeated ``--data NAME=DIR`` options."""
     out: dict[str, Path] = {}
@@ -243,6 +250,7 @@ __all__ = [
     "DescriptorError",
     "DomainRegistry",
     "RegistryEntry",
+    "data_option",
     "get_normalization",
     "load_descriptor",
     "normalizations",

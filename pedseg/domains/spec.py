@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class DataSpec:
     root: Path
     images: str = "imagesTr"
     labels: str = "labelsTr"
+    # how the user gave ``root`` when not in the descriptor (``--data NAME=DIR``), for messages
+    given_as: str | None = field(default=None, compare=False)
 
     @property
     def images_dir(self) -> Path:
@@ -140,11 +143,13 @@ class DomainSpec:
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
-    def with_data_root(self, root: Path) -> DomainSpec:
-        """A copy whose data lives under ``root`` (``--data NAME=DIR``)."""
+    def with_data_root(self, root: Path, *, given_as: str | None = None) -> DomainSpec:
+        """A copy whose data lives under ``root``; ``given_as`` says where the user gave it (e.g.
+        ``"--data knee=DIR"``), so that messages name that rather than the descriptor."""
         images = self.data.images if self.data else "imagesTr"
         labels = self.data.labels if self.data else "labelsTr"
-        return _replace(self, data=DataSpec(root=root, images=images, labels=labels))
+        data = DataSpec(root=root, images=images, labels=labels, given_as=given_as)
+        return _replace(self, data=data)
 
 
 def _replace(spec: DomainSpec, **changes: Any) -> DomainSpec:
@@ -380,7 +385,8 @@ def _parse_data(
         return None
     root = Path(root_raw).expanduser()
     if not root.is_absolute() and base_dir is not None:
-        root = base_dir / root
+        # once, to an absolute path: a registered copy lives in another folder than the original
+        root = Path(os.path.normpath(base_dir.absolute() / root))
     subdirs: dict[str, str] = {}
     for key, default in (("images", "imagesTr"), ("labels", "labelsTr")):
         sub = value.get(key, default)

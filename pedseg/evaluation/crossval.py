@@ -55,6 +55,7 @@ from pedseg.evaluation.protocol import (
     save_plan,
 )
 from pedseg.io import Volume, check_pair, read_label, read_volume, write_like
+from pedseg.io.atomic import make_folder
 from pedseg.runfolder import RunLayout, is_run_folder
 from pedseg.training.config import ARCHS, SCHEMES, TrainConfig
 
@@ -92,6 +93,9 @@ class CrossvalConfig:
     folds: int | None = None
     max_folds: int | None = None
     predict_batch_size: int = 8
+    shard: tuple[int, int] | None = None
+    """``(i, n)``: run only the ``i``-th of ``n`` interleaved parts of the (method, fold) jobs
+    (1-based); ``pedseg compare`` merges the parts' folders."""
 
     def __post_init__(self) -> None:
         for field, values, known in (
@@ -113,6 +117,15 @@ class CrossvalConfig:
             raise ConfigError(
                 f"predict_batch_size must be a positive integer, got {self.predict_batch_size!r}"
             )
+        if self.shard is not None:
+            index, count = self.shard
+            if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
+                raise ConfigError(f"--shard must be I/N with 1 <= I <= N, got {index}/{count}")
+
+    def in_shard(self, job: int) -> bool:
+        """Whether the ``job``-th (method, fold) job (methods outer, folds inner) is this
+        shard's: jobs are dealt round-robin, so every part gets a mix of methods and folds."""
+        return self.shard is None or job % self.shard[1] == self.shard[0] - 1
 
     @property
     def methods(self) -> tuple[tuple[str, str], ...]:
@@ -123,7 +136,14 @@ class CrossvalConfig:
         training = self.train.to_dict(include_val_cases=False)
         for key in ("scheme", "arch", "num_workers"):
             training.pop(key, None)
-        return {"folds": "loo" if self.folds is None else self.folds, "training": training}
+        settings: dict[str, Any] = {
+            "folds": "loo" if self.folds is None else self.folds,
+            "training": training,
+        }
+        if self.shard is not None:
+            settings["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+            settings["methods"] = [method_name(s, a) for s, a in self.methods]
+        return settings
 
 
 @dataclass(frozen=True)
@@ -293,13 +313,16 @@ def run_crossval(
         seed=config.train.seed,
         max_folds=config.max_folds,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     save_plan(out / "folds.json", plan)
     hashes = {spec.name: spec.content_hash() for spec in ordered}
     state = CrossvalState(out / "crossval.json", {**config.settings(), "descriptors": hashes})
     run = _Run(config, plan, ordered, cases, out, cache_root, state, callback or _ignore)
     run.notify(CrossvalEvent("plan", folds=len(plan.folds), message=str(out / "folds.json")))
-    results = [_run_method(run, scheme, arch) for scheme, arch in config.methods]
+    results = [
+        _run_method(run, scheme, arch, first_job=k * len(plan.folds))
+        for k, (scheme, arch) in enumerate(config.methods)
+    ]
     return CrossvalResult(out=out, plan=plan, methods=tuple(results))
 
 
@@ -321,12 +344,14 @@ class _Run:
     notify: Callback
 
 
-def _run_method(run: _Run, scheme: str, arch: str) -> MethodResult:
+def _run_method(run: _Run, scheme: str, arch: str, *, first_job: int) -> MethodResult:
     method = method_name(scheme, arch)
     folder = run.out / method
     ran: list[int] = []
     skipped: list[int] = []
-    for fold in run.plan.folds:
+    for offset, fold in enumerate(run.plan.folds):
+        if not run.config.in_shard(first_job + offset):
+            continue
         status = run.state.status(method, fold.index)
         event = CrossvalEvent(
             "fold_skip", method=method, fold=fold.index, folds=len(run.plan.folds)

@@ -31,12 +31,19 @@ FOLD_COLUMNS: tuple[str, ...] = ("domain", "fold")
 def aggregate_method(
     folder: Path, plan: FoldPlan, specs: Sequence[DomainSpec], method: str, scheme: str, arch: str
 ) -> None:
-    """The method's ``metrics.csv``, ``slice_dice.csv`` (all folds) and ``summary.json``."""
+    """The method's ``metrics.csv``, ``slice_dice.csv`` (all its folds that ran: a shard of a
+    study has some of them) and ``summary.json``; nothing when no fold of it ran."""
     metrics: list[dict[str, str]] = []
     slices: list[dict[str, str]] = []
+    present: list[int] = []
     for fold in plan.folds:
-        metrics += _read_rows(folder / f"fold-{fold.index}" / "metrics.csv")
+        rows = _read_rows(folder / f"fold-{fold.index}" / "metrics.csv")
+        if rows:
+            present.append(fold.index)
+        metrics += rows
         slices += _read_rows(folder / f"fold-{fold.index}" / "slice_dice.csv")
+    if not metrics:
+        return
     write_csv(folder / "metrics.csv", (*FOLD_COLUMNS, *METRIC_COLUMNS), metrics, overwrite=True)
     write_csv(folder / "slice_dice.csv", (*FOLD_COLUMNS, *SLICE_COLUMNS), slices, overwrite=True)
     domains: dict[str, Any] = {}
@@ -49,6 +56,7 @@ def aggregate_method(
         "scheme": scheme,
         "arch": arch,
         "folds": len(plan.folds),
+        "folds_present": present,
         "fold_method": plan.method,
         "domains": domains,
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pedseg.errors import ConfigError, DatasetError
+from pedseg.runfolder.layout import CURVES
 
 __all__ = [
     "ALL",
@@ -195,7 +196,7 @@ def load_method(path: Path, *, name: str | None = None) -> MethodResults:
         for line, domain, item in _read_csv(path, "slice_dice.csv", ("case", "label", "dice")):
             value = _number(item["dice"], path / "slice_dice.csv", line, "dice")
             slice_dice.setdefault(domain, []).append(value)
-    curves = (p for p in sorted(path.rglob("curves.png")) if "predictions" not in p.parts)
+    curves = (p for p in sorted(path.rglob(CURVES)) if "predictions" not in p.parts)
     return MethodResults(
         name=name or path.name,
         path=path,
@@ -208,6 +209,58 @@ def load_method(path: Path, *, name: str | None = None) -> MethodResults:
 
 
 def load_methods(paths: Sequence[Path]) -> list[MethodResults]:
-    """:func:`expand_method_dirs` then :func:`load_method` each, with unique names."""
+    """:func:`expand_method_dirs` then :func:`load_method` each, with unique names. The parts of
+    one sharded study (``pedseg crossval --shard I/N`` into separate folders: same settings but
+    the shard) are merged: a method's rows from every part form one method."""
     folders = expand_method_dirs(paths)
-    return [load_method(p, name=n) for p, n in zip(folders, _method_names(folders), strict=True)]
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for folder in folders:
+        groups.setdefault((_study_key(folder.parent), folder.name), []).append(folder)
+    merged: list[MethodResults] = []
+    singles: list[Path] = []
+    for (study, _), members in groups.items():
+        if study and len(members) > 1:
+            merged.append(_merge([load_method(m) for m in members]))
+        else:
+            singles.extend(members)
+    loaded = [load_method(p, name=n) for p, n in zip(singles, _method_names(singles), strict=True)]
+    order = {folder.name: k for k, folder in enumerate(folders)}
+    return sorted([*loaded, *merged], key=lambda m: order.get(m.path.name, len(order)))
+
+
+def _study_key(root: Path) -> str:
+    """The settings of the crossval study in ``root`` without its shard (``""``: not a shard)."""
+    try:
+        settings = json.loads((root / "crossval.json").read_text(encoding="utf-8"))["settings"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(settings, dict) or "shard" not in settings:
+        return ""
+    return json.dumps({k: v for k, v in settings.items() if k != "shard"}, sort_keys=True)
+
+
+def _merge(parts: Sequence[MethodResults]) -> MethodResults:
+    """One method from the parts of a sharded study; a case in two parts is an error."""
+    seen: dict[tuple[str, str, int], Path] = {}
+    rows: list[CaseLabel] = []
+    for part in parts:
+        for row in part.rows:
+            key = (row.domain, row.case, row.label)
+            if key in seen:
+                raise DatasetError(
+                    f"{part.path}: case {row.case!r} of domain {row.domain!r} is also in "
+                    f"{seen[key]}; the shards overlap: merge the parts of one study only"
+                )
+            seen[key] = part.path
+            rows.append(row)
+    slices: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        for domain, values in (part.slice_dice or {}).items():
+            slices.setdefault(domain, []).append(values)
+    return MethodResults(
+        name=parts[0].name,
+        path=parts[0].path,
+        rows=tuple(rows),
+        slice_dice={d: np.concatenate(v) for d, v in slices.items()} if slices else None,
+        curves=next((p.curves for p in parts if p.curves is not None), None),
+    )

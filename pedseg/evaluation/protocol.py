@@ -34,7 +34,7 @@ import numpy as np
 from pedseg.data.dataset import Case, data_spec_of
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError
-from pedseg.io.atomic import write_text_atomic
+from pedseg.io.atomic import make_folder, write_text_atomic
 
 __all__ = [
     "CrossvalState",
@@ -285,7 +285,7 @@ def _place(source: Path, dest: Path) -> None:
         have = dest.stat()
         if (have.st_size, have.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             return
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dest.parent)
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:

@@ -15,6 +15,11 @@ leaves nothing behind.
 float16; no extra converter needed) and verified against the float32 PyTorch model within
 :data:`FP16_TOLERANCE` (onnxruntime runs float16 graphs on CPU).
 
+Integrity: the last metadata entry, ``content_sha256``, is the SHA-256 of the serialised model
+without that entry. :func:`load_onnx_model` recomputes it and refuses a file whose bytes changed (a
+flipped byte in a weight would otherwise predict silently with damaged weights). Exports written
+before pedseg sealed them load with a warning.
+
 Models that refer to external data files are refused on load (an external ``location`` could point
 anywhere on disk); pedseg's exports are always single files.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pedseg import __version__
-from pedseg.errors import ConfigError, ModelError, OutputExistsError
+from pedseg.errors import ConfigError, IntegrityError, ModelError, OutputExistsError
 from pedseg.io.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -58,8 +64,10 @@ __all__ = [
     "read_onnx_metadata",
 ]
 
+logger = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+DIGEST_KEY = "content_sha256"
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
 MAX_BYTES = 2**31 - 1
@@ -174,7 +182,7 @@ def export_domain(
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"the exported {domain_model.spec.name} graph is invalid: {exc}") from exc
-    payload = model.SerializeToString()
+    payload = _seal(model)
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(payload)
         diff, checked = _verify(
@@ -240,7 +248,38 @@ def load_onnx_model(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:
             "data file, which pedseg refuses (it could read any file on disk); use a single-file "
             "model, e.g. re-export it with `pedseg export-onnx`"
         )
-    return model, {prop.key: prop.value for prop in model.metadata_props}
+    meta = {prop.key: prop.value for prop in model.metadata_props}
+    _check_seal(model, path)
+    return model, meta
+
+
+def _seal(model: onnx.ModelProto) -> bytes:
+    """The serialised model with its content digest appended as the last metadata entry."""
+    import hashlib
+
+    digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+    entry = model.metadata_props.add()
+    entry.key, entry.value = DIGEST_KEY, digest
+    return model.SerializeToString()
+
+
+def _check_seal(model: onnx.ModelProto, path: Path) -> None:
+    """Verify (and strip) the content digest :func:`_seal` appended; refuse a mismatch."""
+    import hashlib
+
+    props = model.metadata_props
+    if not props or props[-1].key != DIGEST_KEY:
+        if any(prop.key == "pedseg_version" for prop in props):
+            logger.warning("%s: exported before pedseg sealed its exports; not checked", path)
+        return
+    expected = props[-1].value
+    del props[-1]
+    actual = hashlib.sha256(model.SerializeToString()).hexdigest()
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: content SHA-256 {actual[:12]}… does not match the one sealed in it at "
+            f"export ({expected[:12]}…); the file was modified or damaged: export it again"
+        )
 
 
 def read_onnx_metadata(path: Path) -> dict[str, str]:

@@ -21,31 +21,35 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, PedsegError
 from pedseg.inference.cases import (
+    BatchOptions,
     BatchPlan,
     Case,
     CaseOutputs,
-    OutputRequest,
+    PredictorPool,
     collect_cases,
     plan_batch,
+    with_clinical,
 )
 from pedseg.inference.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     FolderLock,
     OutputManifest,
     remove_stale_temporaries,
 )
+from pedseg.inference.ood import OodCheck
 from pedseg.inference.predictor import Predictor
-from pedseg.inference.report import case_report, write_preview, write_report
 from pedseg.inference.routing import Route, Router, fixed_domain
-from pedseg.io import read_volume, write_like
-from pedseg.io.atomic import atomic_path
-from pedseg.io.volume import Volume
+from pedseg.inference.writing import predict_case
+from pedseg.io import read_volume
+from pedseg.io.atomic import make_folder
 
 __all__ = [
     "MANIFEST_NAME",
@@ -68,21 +72,6 @@ Status = Literal["done", "failed", "skipped", "busy"]
 
 
 @dataclass(frozen=True)
-class BatchOptions:
-    """What to write and how (``resume`` is the CLI's ``--continue``)."""
-
-    out: Path
-    save_probabilities: bool = False
-    preview: bool = False
-    overwrite: bool = False
-    resume: bool = False
-
-    @property
-    def request(self) -> OutputRequest:
-        return OutputRequest(probabilities=self.save_probabilities, preview=self.preview)
-
-
-@dataclass(frozen=True)
 class CaseResult:
     case: Case
     status: Status
@@ -92,6 +81,8 @@ class CaseResult:
     seconds: float = 0.0
     domain: str | None = None
     warnings: tuple[str, ...] = ()
+    ood_warning: str | None = None
+    """The out-of-distribution verdict's warning (known once the case is predicted)."""
 
 
 @dataclass(frozen=True)
@@ -122,26 +113,6 @@ class BatchResult:
         return sum(1 for r in self.results if r.status == status)
 
 
-@dataclass
-class PredictorPool:
-    """One predictor per domain, opened on first use by ``opener``."""
-
-    opener: Callable[[str], Predictor]
-    opened: dict[str, Predictor] = field(default_factory=dict)
-
-    def get(self, domain: str) -> Predictor:
-        if domain not in self.opened:
-            self.opened[domain] = self.opener(domain)
-        return self.opened[domain]
-
-    def model_of(self, domain: str) -> str | None:
-        """The model hash domain ``domain`` is predicted with (``None``: not in this model)."""
-        try:
-            return self.get(domain).info.model_sha256
-        except PedsegError:
-            return None
-
-
 # -------------------------------------------------------------------------------------- running
 def predict_cases(
     predictor: Predictor,
@@ -156,7 +127,12 @@ def predict_cases(
     plan = plan_batch(inputs, options.out, options.request)
     pool = PredictorPool(lambda name: predictor, {domain: predictor})
     return predict_batch(
-        plan, options, pool=pool, router=router or fixed_domain(domain), callback=callback
+        plan,
+        options,
+        pool=pool,
+        router=router or fixed_domain(domain),
+        callback=callback,
+        domain=domain,
     )
 
 
@@ -167,26 +143,40 @@ def predict_batch(
     pool: PredictorPool,
     router: Router,
     callback: Callable[[BatchEvent], None] | None = None,
+    domain: str | None = None,
+    ood: OodCheck | None = None,
 ) -> BatchResult:
     """Predict every case of ``plan`` (see the module docstring); failures of one case (bad
-    input, ...) do not stop the others."""
+    input, ...) do not stop the others. ``domain``: every case's domain when it is known
+    beforehand (``--domain``), so that their clinical outputs are planned and checked up front.
+    ``ood``: the out-of-distribution checks (default: only blank scans are flagged)."""
     emit = callback if callback is not None else (lambda event: None)
+    if domain is not None:  # every case's clinical files are known before any work
+        plan = replace(
+            plan,
+            outputs={
+                c.name: with_clinical(plan, options, c, pool.get(domain).spec) for c in plan.cases
+            },
+        )
+    if not options.overwrite and not options.resume:
+        _refuse_existing(plan)
     with _folder_state(plan) as (lock, manifest):
-        run = _Run(plan, options, pool, router, emit, lock, manifest)
-        skip = {c.name for c in plan.cases if options.resume and run.is_done(c)}
-        owned = {c.name: run.owned(c) for c in plan.cases}
-        if not options.overwrite:
-            _refuse_existing(plan, [c for c in plan.cases if c.name not in skip], owned)
+        run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
         emit(BatchEvent("start", 0, len(plan.cases)))
         results: list[CaseResult] = []
         for index, case in enumerate(plan.cases):
             emit(BatchEvent("case_start", index, len(plan.cases), case=case))
-            if case.name in skip:
-                result = CaseResult(case, "skipped", tuple(plan.files(case)), "done before")
-            else:
-                result = run.locked_case(index, case, owned[case.name])
+            result = run.locked_case(index, case)
             results.append(result)
             emit(BatchEvent("case_end", index, len(plan.cases), case=case, result=result))
+        if manifest is not None and any(
+            "stats" in options.formats_for(p.spec) for p in pool.opened.values()
+        ):
+            from pedseg.outputs.stats import merge_statistics_csv, statistics_files
+
+            with manifest.lock.manifest():
+                if statistics_files(manifest.folder):
+                    merge_statistics_csv(manifest.folder, overwrite=True)
     used = list(pool.opened.values())
     backend = used[-1].backend if used else None
     return BatchResult(
@@ -202,18 +192,23 @@ def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputMa
     if plan.folder is None:
         yield None, None
         return
+    new = [f for f in (plan.folder, *plan.folder.parents) if not f.exists()]
+    make_folder(plan.folder)
     try:
-        plan.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PedsegError(f"--out {plan.folder}: cannot create the folder ({exc})") from exc
-    with FolderLock(plan.folder) as lock:
-        yield lock, OutputManifest(plan.folder, lock)
+        with FolderLock(plan.folder) as lock:
+            yield lock, OutputManifest(plan.folder, lock)
+    finally:
+        if new and {p.name for p in plan.folder.iterdir()} == {LOCK_NAME}:
+            # nothing was written into the folders this run made: leave none of them behind
+            with contextlib.suppress(OSError):
+                (plan.folder / LOCK_NAME).unlink()
+                for folder in new:
+                    folder.rmdir()
 
 
-def _refuse_existing(plan: BatchPlan, cases: Sequence[Case], owned: dict[str, set[Path]]) -> None:
-    existing = [
-        p for case in cases for p in plan.files(case) if p.exists() and p not in owned[case.name]
-    ]
+def _refuse_existing(plan: BatchPlan) -> None:
+    """Without ``--overwrite`` or ``--continue``, existing outputs are refused before any work."""
+    existing = [p for case in plan.cases for p in plan.files(case) if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
         raise OutputExistsError(
@@ -232,6 +227,7 @@ class _Run:
     emit: Callable[[BatchEvent], None]
     lock: FolderLock | None
     manifest: OutputManifest | None
+    ood: OodCheck
 
     def is_done(self, case: Case) -> bool:
         """Recorded done by the model its domain is predicted with, every output present."""
@@ -245,22 +241,27 @@ class _Run:
         )
 
     def owned(self, case: Case) -> set[Path]:
-        """Outputs of ``case`` an unfinished earlier run left: replaced on ``--continue``."""
+        """Outputs of ``case`` its record lists (pedseg wrote them): replaced on ``--continue``."""
         if self.manifest is None or not self.options.resume:
             return set()
         names = self.manifest.owned_outputs(case.name)
         return {p for p in self.plan.files(case) if self.manifest.relative(p) in names}
 
-    def locked_case(self, index: int, case: Case, owned: set[Path]) -> CaseResult:
+    def locked_case(self, index: int, case: Case) -> CaseResult:
         """Steps 1-5 of the module docstring for one case."""
         files = self.plan.files(case)
         if self.lock is not None and not self.lock.try_case(case.name):
             return CaseResult(case, "busy", reason="another pedseg process is predicting it")
         try:
+            owned: set[Path] = set()
             if self.manifest is not None:
-                if not self.options.overwrite and self.is_done(case):
-                    return CaseResult(case, "skipped", tuple(files), "done by another process")
-                owned = owned | self.owned(case)
+                if not self.options.overwrite and self.is_done(case):  # maybe by another process
+                    return CaseResult(case, "skipped", tuple(files), "done before")
+                owned = self.owned(case)
+                taken = [p for p in files if p.exists() and p not in owned]
+                if taken and not self.options.overwrite:  # not pedseg's: never replaced
+                    hint = "pass --overwrite to replace it, or --continue if pedseg wrote it"
+                    return CaseResult(case, "failed", reason=str(OutputExistsError(taken[0], hint)))
                 remove_stale_temporaries(files)
                 self.manifest.record(
                     case.name,
@@ -270,8 +271,8 @@ class _Run:
                     domain=None,
                     model_sha256=None,
                 )
-            replace = self.options.overwrite or all(p in owned for p in files if p.exists())
-            result = self.run_case(index, case, replace)
+            may_replace = self.options.overwrite or all(p in owned for p in files if p.exists())
+            result = self.run_case(index, case, may_replace)
             if self.manifest is not None:
                 _record(self.manifest, result)
             return result
@@ -279,7 +280,29 @@ class _Run:
             if self.lock is not None:
                 self.lock.release_case(case.name)
 
-    def run_case(self, index: int, case: Case, replace: bool) -> CaseResult:
+    def routed_outputs(self, case: Case, spec: DomainSpec, may_replace: bool) -> CaseOutputs:
+        """The case's outputs once its domain is known: with the clinical files of that domain
+        (planned before any work when the domain was given); new ones must not exist yet."""
+        outputs = self.plan.outputs[case.name]
+        if outputs.clinical or not self.options.formats_for(spec).without("nifti").formats:
+            return outputs
+        outputs = with_clinical(self.plan, self.options, case, spec)
+        if not may_replace:
+            taken = [p for p in outputs.clinical.values() if p.exists()]
+            if taken:
+                raise OutputExistsError(taken[0], "pass --overwrite to replace it")
+        if self.manifest is not None:  # they are this case's from now on (a kill, --continue)
+            self.manifest.record(
+                case.name,
+                status="running",
+                source=case.source,
+                outputs=outputs.files(),
+                domain=spec.name,
+                model_sha256=None,
+            )
+        return outputs
+
+    def run_case(self, index: int, case: Case, may_replace: bool) -> CaseResult:
         start = time.perf_counter()
         route: Route | None = None
         try:
@@ -287,18 +310,25 @@ class _Run:
             read_s = time.perf_counter() - start
             t1 = time.perf_counter()
             route = self.router(case, volume)
+            if volume.warnings:  # e.g. a qform/sform disagreement: segmented, and said
+                route = replace(route, warnings=(*volume.warnings, *route.warnings))
             timings = {"read": read_s}
             if route.recognition is not None:
                 timings["recognition"] = time.perf_counter() - t1
             self.emit(BatchEvent("routed", index, len(self.plan.cases), case=case, route=route))
+            predictor = self.pool.get(route.domain)
+            outputs = self.routed_outputs(case, predictor.spec, may_replace)
             report = predict_case(
-                self.pool.get(route.domain),
+                predictor,
                 case,
-                self.plan.outputs[case.name],
+                outputs,
                 volume,
                 route=route,
                 timings=timings,
-                overwrite=replace,
+                warnings=route.warnings,
+                formats=self.options.formats_for(predictor.spec),
+                ood=self.ood,
+                overwrite=may_replace,
             )
         except (PedsegError, MemoryError) as error:
             reason = str(error) if isinstance(error, PedsegError) else "out of memory"
@@ -317,80 +347,19 @@ class _Run:
                 files = tuple(self.plan.files(case))
                 _record(self.manifest, CaseResult(case, "failed", files, reason=reason))
             raise
+        ood = report.get("ood", {})
         return CaseResult(
             case,
             "done",
-            tuple(self.plan.files(case)),
+            tuple(outputs.files()),
             report=report,
             seconds=time.perf_counter() - start,
             domain=route.domain,
             warnings=route.warnings,
+            ood_warning=f"looks out of distribution: {'; '.join(ood['reasons'])}"
+            if ood.get("flagged")
+            else None,
         )
-
-
-def predict_case(
-    predictor: Predictor,
-    case: Case,
-    plan: CaseOutputs,
-    volume: Volume,
-    *,
-    route: Route | None = None,
-    timings: dict[str, float] | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Predict one read case and write its files; returns its report. All or nothing on disk."""
-    t0 = time.perf_counter()
-    prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
-    spec = predictor.spec
-    timings = {**(timings or {}), **prediction.timings}
-    names = {"labels": plan.labels.name, "report": plan.report.name}
-    if plan.probabilities is not None:
-        names["probabilities"] = plan.probabilities.name
-    if plan.preview is not None:
-        names["preview"] = plan.preview.name
-    with contextlib.ExitStack() as stack:
-        t2 = time.perf_counter()
-        tmp = stack.enter_context(atomic_path(plan.labels, overwrite=overwrite))
-        write_like(prediction.labels, volume, tmp, overwrite=True)
-        if plan.probabilities is not None and prediction.probabilities is not None:
-            tmp = stack.enter_context(atomic_path(plan.probabilities, overwrite=overwrite))
-            write_like(prediction.probabilities, volume, tmp, overwrite=True)
-        if plan.preview is not None:
-            tmp = stack.enter_context(atomic_path(plan.preview, overwrite=overwrite))
-            write_preview(
-                tmp,
-                volume.array,
-                prediction.labels,
-                axis=prediction.axis,
-                spec=spec,
-                title=case.name,
-                overwrite=True,
-            )
-        timings["write"] = time.perf_counter() - t2
-        timings["total"] = sum(v for k, v in timings.items() if k in ("read", "recognition")) + (
-            time.perf_counter() - t0
-        )
-        report = case_report(
-            case=case.name,
-            source=case.source,
-            spec=spec,
-            labels=prediction.labels,
-            spacing=volume.spacing,
-            shape=volume.source.shape,
-            slice_axis=prediction.axis,
-            model_sha256=predictor.info.model_sha256,
-            scheme=predictor.info.scheme,
-            backend=predictor.backend.name,
-            device=predictor.backend.device,
-            postprocessed=predictor.postprocess,
-            timings=timings,
-            outputs=names,
-        )
-        if route is not None and route.recognition is not None:
-            report["recognition"] = route.recognition
-        tmp = stack.enter_context(atomic_path(plan.report, overwrite=overwrite))
-        write_report(tmp, report, overwrite=True)
-    return report
 
 
 def _record(manifest: OutputManifest, result: CaseResult) -> None:

@@ -14,23 +14,33 @@ domains share it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pedseg.errors import ConfigError, VolumeError
+from pedseg.domains.spec import DomainSpec
+from pedseg.errors import ConfigError, OutputError, PedsegError, VolumeError
 from pedseg.io import is_volume_path
 from pedseg.io.readers import volume_suffix
 from pedseg.io.writers import OUTPUT_SUFFIXES
+from pedseg.outputs.options import OutputFormats, parse_outputs
+from pedseg.outputs.plan import plan_case_outputs
+
+if TYPE_CHECKING:
+    from pedseg.inference.predictor import Predictor
 
 __all__ = [
+    "BatchOptions",
     "BatchPlan",
     "Case",
     "CaseOutputs",
     "OutputRequest",
+    "PredictorPool",
     "case_name",
     "collect_cases",
     "plan_batch",
+    "with_clinical",
 ]
 
 
@@ -52,16 +62,22 @@ class OutputRequest:
 
 @dataclass(frozen=True)
 class CaseOutputs:
-    """Where a case's files go (``None``: not asked for)."""
+    """Where a case's files go (``None``: not asked for). ``stem``: the path the clinical
+    outputs are named after (``OUT/case``); ``clinical``: their files by kind, once the case's
+    domain and formats are known (:func:`pedseg.outputs.plan.plan_case_outputs`)."""
 
     labels: Path
     report: Path
     probabilities: Path | None = None
     preview: Path | None = None
+    stem: Path = Path()
+    clinical: Mapping[str, Path] = field(default_factory=dict)
 
     def files(self) -> list[Path]:
         paths = [self.labels, self.probabilities, self.report, self.preview]
-        return [p for p in paths if p is not None]
+        return [p for p in paths if p is not None] + [
+            p for p in self.clinical.values() if p != self.labels
+        ]
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,15 @@ def plan_batch(
     refuses outputs equal to an input or inside an input folder."""
     request = request or OutputRequest()
     cases = collect_cases(inputs)
+    try:
+        return _plan(cases, inputs, out, request)
+    except OSError as exc:  # e.g. a --out name too long to even look up
+        raise OutputError(out, exc) from exc
+
+
+def _plan(
+    cases: Sequence[Case], inputs: Sequence[Path], out: Path, request: OutputRequest
+) -> BatchPlan:
     plans: dict[str, CaseOutputs] = {}
     folder: Path | None = None
     if is_single_file_out(cases, out):
@@ -159,6 +184,7 @@ def _outputs(stem: Path, suffix: str, request: OutputRequest) -> CaseOutputs:
         report=beside(".json"),
         probabilities=beside("_probabilities" + suffix) if request.probabilities else None,
         preview=beside("_preview.png") if request.preview else None,
+        stem=stem,
     )
 
 
@@ -179,3 +205,76 @@ def _check_outside_inputs(
                 raise ConfigError(
                     f"output {path} would replace an input file; choose another --out"
                 )
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What to write and how (``resume`` is the CLI's ``--continue``). ``outputs`` and the mesh
+    options are the command line's ``--outputs`` values (``None``: the domain descriptor's
+    ``outputs:`` defaults, then pedseg's), resolved per domain by :meth:`formats_for`."""
+
+    out: Path
+    save_probabilities: bool = False
+    preview: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    outputs: str | None = None
+    mesh_format: str | None = None
+    mesh_smoothing: int | None = None
+    mesh_decimate: float | None = None
+
+    def __post_init__(self) -> None:
+        self.formats_for(None)  # bad --outputs values fail here, before any work
+
+    @property
+    def request(self) -> OutputRequest:
+        return OutputRequest(probabilities=self.save_probabilities, preview=self.preview)
+
+    def formats_for(self, spec: DomainSpec | None) -> OutputFormats:
+        """The clinical outputs of a case of domain ``spec``."""
+        return parse_outputs(
+            self.outputs,
+            mesh_format=self.mesh_format,
+            smoothing=self.mesh_smoothing,
+            decimate=self.mesh_decimate,
+            spec=spec,
+        )
+
+
+@dataclass
+class PredictorPool:
+    """One predictor per domain, opened on first use by ``opener``."""
+
+    opener: Callable[[str], Predictor]
+    opened: dict[str, Predictor] = field(default_factory=dict)
+
+    def get(self, domain: str) -> Predictor:
+        if domain not in self.opened:
+            self.opened[domain] = self.opener(domain)
+        return self.opened[domain]
+
+    def model_of(self, domain: str) -> str | None:
+        """The model hash domain ``domain`` is predicted with (``None``: not in this model)."""
+        try:
+            return self.get(domain).info.model_sha256
+        except PedsegError:
+            return None
+
+
+def with_clinical(
+    plan: BatchPlan, options: BatchOptions, case: Case, spec: DomainSpec
+) -> CaseOutputs:
+    """The case's outputs with the clinical files of its domain's formats."""
+    base = plan.outputs[case.name]
+    formats = options.formats_for(spec).without("nifti")
+    if not formats.formats:
+        return base
+    suffix = (
+        "".join(base.labels.suffixes[-2:])
+        if base.labels.name.endswith(".gz")
+        else base.labels.suffix
+    )
+    clinical = plan_case_outputs(
+        base.stem, formats, spec, dicom_input=case.source.is_dir(), nifti_suffix=suffix
+    )
+    return replace(base, clinical=dict(clinical.files))

@@ -14,8 +14,8 @@ domain, model hash and the history of its attempts (status, process id, time). A
 
 A case is done only when all its outputs and its ``done`` record are in place. A case interrupted
 in between (killed, crashed) stays ``running`` in the manifest; the next run with ``--continue``
-redoes it, replacing only the outputs that record lists as its own, and removes the temporary
-files the killed process left. A manifest that is not pedseg's is refused, never merged into.
+redoes it, replacing only the outputs its record lists as its own, and removes the temporary
+files the killed process left; so is a done case one of whose outputs has gone. A manifest that is not pedseg's is refused, never merged into.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pedseg import __version__
-from pedseg.errors import ConfigError, PedsegError
+from pedseg.errors import ConfigError, OutputError
 from pedseg.io.atomic import write_text_atomic
 
 try:  # POSIX; elsewhere the folder is not protected against concurrent runs (logged once)
@@ -68,8 +68,8 @@ class FolderLock:
             return
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise PedsegError(f"{self.path}: cannot create the folder's lock file ({exc})") from exc
+        except OSError as exc:  # the folder is not writable: name it, as any output would
+            raise OutputError(Path(folder), exc) from exc
 
     def close(self) -> None:
         if self._fd is not None:
@@ -127,6 +127,8 @@ class OutputManifest:
         self.lock = lock
         with lock.manifest():
             self._read()  # refuse a manifest that is not pedseg's before any work
+            # whoever writes the manifest holds this lock: its temporaries now are a killed run's
+            remove_stale_temporaries([self.path])
 
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
@@ -197,9 +199,11 @@ class OutputManifest:
         return Path(path).relative_to(self.folder).as_posix()
 
     def owned_outputs(self, name: str) -> set[str]:
-        """The outputs an unfinished record of case ``name`` lists (replaced on ``--continue``)."""
+        """The outputs case ``name``'s record lists: pedseg wrote them for that case, so a case
+        that is not done (interrupted, failed, or an output deleted since) may replace them on
+        ``--continue``."""
         entry = self.entry(name)
-        if entry is None or entry.get("status") == "done":
+        if entry is None:
             return set()
         outputs = entry.get("outputs")
         return {str(p) for p in outputs} if isinstance(outputs, list) else set()
@@ -226,8 +230,9 @@ def remove_stale_temporaries(outputs: Sequence[Path]) -> list[Path]:
     """Delete the temporary files an interrupted write of ``outputs`` left (``.NAME.*.tmp*``,
     see :func:`pedseg.io.atomic.atomic_path`); call only while holding the case's lock."""
     removed: list[Path] = []
-    for output in outputs:
-        for stale in output.parent.glob(f".{output.name}.*.tmp*"):
+    for output in outputs:  # a writer's own atomic write inside ours nests one level deeper
+        patterns = (f".{output.name}.*.tmp*", f"..{output.name}.*.tmp*")
+        for stale in (p for pattern in patterns for p in output.parent.glob(pattern)):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
                 removed.append(stale)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pedseg.data.preprocess import prepare_volume, restore_slices
+from pedseg.data.preprocess import prepare_volume, restore_argmax, restore_slices
 from pedseg.domains.registry import normalizations
 from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, ModelError, UnknownNameError
@@ -113,11 +113,13 @@ class Predictor:
                     f"which has {spec.num_classes} (labels + background); wrong model?"
                 )
             r0 = time.perf_counter()
-            full = restore_slices(probs, in_plane_shape=(rows, cols), axis=0)  # (b, A, B, C)
-            stop = start + full.shape[0]
-            labels[start:stop] = np.argmax(full, axis=-1)
+            stop = start + probs.shape[0]
             if probs_out is not None:
+                full = restore_slices(probs, in_plane_shape=(rows, cols), axis=0)  # (b, A, B, C)
+                labels[start:stop] = np.argmax(full, axis=-1)
                 probs_out[start:stop] = full
+            else:  # no full-resolution probabilities: interpolated only near boundaries
+                labels[start:stop] = restore_argmax(probs, in_plane_shape=(rows, cols))
             restore_time += time.perf_counter() - r0
 
         run_batches(self.backend, stack.images, batch_size=self.batch_size, sink=sink)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pedseg.data.preprocess import prepare_volume
+from pedseg.data.preprocess import prepare_volume, slice_count
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, ProfileUnavailableError
 from pedseg.io.volume import Volume
@@ -51,6 +51,7 @@ from pedseg.runfolder.profiles import (
     Embedder,
     central_range,
     embed_slices,
+    even_picks,
     load_profiles,
 )
 
@@ -99,8 +100,7 @@ class Recognition:
         if self.ood:
             return (
                 f"looks like none of the model's domains: closest {self.domain} at {best:.2f} "
-                f"(> {self.threshold:g} x its 95th percentile); another anatomy or sequence, "
-                "or an adult scan? Check the result"
+                f"(> {self.threshold:g} x its 95th percentile)"
             )
         if expected is not None and expected != self.domain:
             return (
@@ -157,6 +157,10 @@ class Recognizer:
     def domains(self) -> tuple[str, ...]:
         return tuple(c.spec.name for c in self.candidates)
 
+    def profiles(self) -> dict[str, DomainProfile]:
+        """Each candidate domain's profile (also the reference of the out-of-distribution checks)."""
+        return {c.spec.name: c.profile for c in self.candidates}
+
     @classmethod
     def from_run(
         cls,
@@ -180,22 +184,21 @@ class Recognizer:
 
     def identify(self, volume: Volume) -> Recognition:
         """The domain ``volume`` (canonical) looks like; see the module docstring."""
-        stacks = [
-            prepare_volume(volume, c.spec, image_size=c.image_size).images for c in self.candidates
-        ]
-        ranges = [central_range(int(s.shape[0])) for s in stacks]
+        counts = [slice_count(volume, c.spec) for c in self.candidates]
+        ranges = [central_range(n) for n in counts]
         count = min(self.slices, *(hi - lo for lo, hi in ranges))
         if count < 1:
             raise ModelError("the scan has no slices to recognise its domain from")
         table = np.empty((len(self.candidates), count), dtype=np.float64)
         claimed = np.empty((len(self.candidates), count), dtype=bool)
         names = self.domains
-        for k, (candidate, images, (lo, hi)) in enumerate(
-            zip(self.candidates, stacks, ranges, strict=True)
-        ):
-            picks = lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
+        for k, (candidate, n) in enumerate(zip(self.candidates, counts, strict=True)):
+            picks = even_picks(n, count)  # only these slices are resized for the network
+            images = prepare_volume(
+                volume, candidate.spec, image_size=candidate.image_size, picks=picks
+            ).images
             z = embed_slices(
-                candidate.embed, images[picks], device=self.device, batch_size=self.batch_size
+                candidate.embed, images, device=self.device, batch_size=self.batch_size
             )
             table[k] = candidate.profile.distances(z)
             claimed[k] = candidate.profile.claims(z, among=names)
@@ -218,7 +221,11 @@ class Recognizer:
 
 
 def recognizer_for(
-    model: Path | None, *, device: str = "cpu", threshold: float | None = None
+    model: Path | None,
+    *,
+    device: str = "cpu",
+    threshold: float | None = None,
+    allow_cpu_fallback: bool = False,
 ) -> Recognizer:
     """The recognizer of a run folder (default: the last run) with the OOD ``threshold`` (default
     :data:`OOD_THRESHOLD`); :class:`ModelError` for a folder of ONNX exports (no embedding there)
@@ -233,4 +240,5 @@ def recognizer_for(
             "recognised; pass --domain NAME, or --model with the run folder"
         )
     chosen = OOD_THRESHOLD if threshold is None else threshold
-    return Recognizer.from_run(load_run(model), threshold=chosen, device=resolve_device(device))
+    torch_device = resolve_device(device, allow_cpu_fallback=allow_cpu_fallback)
+    return Recognizer.from_run(load_run(model), threshold=chosen, device=torch_device)

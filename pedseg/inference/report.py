@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from pedseg import __version__
+from pedseg.domains.output_names import LABEL_COLORS
 from pedseg.domains.spec import DomainSpec
 from pedseg.io.atomic import atomic_path, write_text_atomic
 
 __all__ = [
     "MANIFEST_NAME",
-    "PREVIEW_COLORS",
     "RunManifest",
     "case_report",
     "label_volumes",
@@ -41,18 +41,6 @@ logger = logging.getLogger(__name__)
 REPORT_FORMAT = 1
 MANIFEST_NAME = "pedseg-predict.json"
 MANIFEST_FORMAT = 1
-PREVIEW_COLORS = (
-    "#e6194b",
-    "#3cb44b",
-    "#ffe119",
-    "#4363d8",
-    "#f58231",
-    "#911eb4",
-    "#46f0f0",
-    "#f032e6",
-    "#bcf60c",
-    "#fabebe",
-)
 
 
 def label_volumes(
@@ -160,12 +148,12 @@ def write_preview(
         for k, (label_id, _) in enumerate(spec.labels):
             mask = mask_slice == label_id
             if mask.any() and not mask.all():
-                color = PREVIEW_COLORS[k % len(PREVIEW_COLORS)]
+                color = LABEL_COLORS[k % len(LABEL_COLORS)]
                 ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.0)
         ax.set_title(f"slice {index} (axis {axis})", fontsize=9)
         ax.set_axis_off()
     handles = [
-        Line2D([0], [0], color=PREVIEW_COLORS[k % len(PREVIEW_COLORS)], label=name)
+        Line2D([0], [0], color=LABEL_COLORS[k % len(LABEL_COLORS)], label=name)
         for k, (_, name) in enumerate(spec.labels)
     ]
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8)

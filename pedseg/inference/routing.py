@@ -50,8 +50,9 @@ def fixed_domain(domain: str, check: DomainCheck | None = None) -> Router:
     def route(case: Case, volume: Volume) -> Route:
         if check is None:
             return Route(domain)
-        entry: dict[str, Any] = check.identify(volume).to_dict(expected=domain)
-        warning = entry.get("warning")
+        recognition = check.identify(volume)
+        entry: dict[str, Any] = recognition.to_dict(expected=domain)
+        warning = None if recognition.ood else entry.get("warning")  # OOD: the verdict says it
         return Route(domain, entry, (str(warning),) if warning else ())
 
     return route
@@ -70,7 +71,7 @@ def recognised_domain(check: DomainCheck) -> Router:
                 {"error": str(exc)},
                 (f"domain recognition failed ({exc}); predicted as {fallback!r}",),
             )
-        warning = recognition.warning()
+        warning = None if recognition.ood else recognition.warning()  # OOD: the verdict says it
         return Route(
             recognition.domain,
             recognition.to_dict(),

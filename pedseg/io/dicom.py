@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import locale
+import logging
 import os
 import re
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+import numpy as np
 import SimpleITK as sitk
 
 from pedseg.errors import VolumeError
@@ -19,6 +24,11 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _DESCRIPTION_TAG = "0008|103e"
 _PROBE_FILES = 8  # files looked at by is_dicom_folder before giving up
+_POSITION_TAG = "0020|0032"  # ImagePositionPatient
+_ORIENTATION_TAG = "0020|0037"  # ImageOrientationPatient
+SPACING_TOLERANCE = 0.01  # relative: every slice gap within 1 % of the median gap
+
+logger = logging.getLogger(__name__)
 
 
 def _keeps_locale(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -33,6 +43,37 @@ def _keeps_locale(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         finally:
             if locale.setlocale(locale.LC_ALL) != saved:
                 locale.setlocale(locale.LC_ALL, saved)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Send what C++ code (ITK, MetaIO, GDCM) prints on file descriptor 2 to the debug log.
+
+    MetaIO prints several lines ("MetaImage: M_Read: Error parsing file") for a corrupt file
+    before ITK raises; the CLI promises one line per error, so that chatter is kept out of stderr.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read().decode("utf-8", errors="replace").strip()
+            if said:
+                logger.debug("native library output: %s", " | ".join(said.splitlines()))
+
+
+def _quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with native_stderr_to_log():
+            return fn(*args, **kwargs)
 
     return wrapper
 
@@ -82,6 +123,7 @@ def is_dicom_folder(folder: str | os.PathLike[str]) -> bool:
 
 
 @_keeps_locale
+@_quiet
 def _description(first_file: str) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(first_file)
@@ -96,6 +138,7 @@ def _description(first_file: str) -> str:
 
 
 @_keeps_locale
+@_quiet
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     """Every DICOM series directly inside ``folder`` (by UID), files sorted by slice position."""
     path = Path(folder)
@@ -140,18 +183,107 @@ def single_series(folder: str | os.PathLike[str]) -> DicomSeries:
 
 @_keeps_locale
 def read_dicom_series(series: DicomSeries, folder: object) -> sitk.Image:
-    """Decode all slices of ``series`` into one 3D SimpleITK image."""
+    """Decode all slices of ``series`` into one 3D SimpleITK image.
+
+    The slices must be evenly spaced along the slice normal (see :func:`check_slice_positions`):
+    ITK would otherwise average the gaps into one wrong spacing (a missing slice) and only warn.
+    """
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
+    reader.MetaDataDictionaryArrayUpdateOn()
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its spacing warning is our error below
     try:
-        return reader.Execute()
+        with native_stderr_to_log():
+            image = reader.Execute()
     except RuntimeError as error:
         raise VolumeError(
             folder, f"cannot read DICOM series {series.uid}: {itk_message(error)}"
         ) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    positions = [_floats(reader, i, _POSITION_TAG) for i in range(len(series.files))]
+    orientation = _floats(reader, 0, _ORIENTATION_TAG)
+    check_slice_positions(folder, series.files, positions, orientation)
+    return image
+
+
+def _floats(reader: sitk.ImageSeriesReader, index: int, tag: str) -> tuple[float, ...] | None:
+    """A backslash-separated decimal-string tag of slice ``index`` (None: absent or garbled)."""
+    if not reader.HasMetaDataKey(index, tag):
+        return None
+    try:
+        return tuple(float(v) for v in reader.GetMetaData(index, tag).split("\\"))
+    except ValueError:
+        return None
+
+
+def check_slice_positions(
+    folder: object,
+    files: Sequence[Path],
+    positions: Sequence[tuple[float, ...] | None],
+    orientation: tuple[float, ...] | None,
+) -> None:
+    """Refuse slices that are not evenly spaced along one straight line (the slice normal).
+
+    ``positions`` are the slices' ImagePositionPatient in file order (sorted by GDCM along the
+    normal), ``orientation`` the first slice's ImageOrientationPatient. Every gap between
+    neighbours must be within :data:`SPACING_TOLERANCE` of the median gap (a missing, duplicate or
+    extra slice breaks this), and no slice may be shifted off the normal by as much.
+    """
+    if len(files) < 3:
+        return  # two slices always have one gap
+    missing = [f.name for f, p in zip(files, positions, strict=True) if p is None or len(p) != 3]
+    if len(missing) == len(files) or orientation is None:
+        logger.warning(
+            "%s: the slices have no position or orientation (ImagePositionPatient/"
+            "ImageOrientationPatient); their spacing is not checked",
+            folder,
+        )
+        return
+    if missing:
+        raise VolumeError(
+            folder,
+            f"slice {missing[0]} has no usable position (ImagePositionPatient) while the others "
+            "do; the slice spacing cannot be checked: re-export the series",
+        )
+    points = np.asarray(positions, dtype=np.float64)
+    cosines = np.asarray(orientation, dtype=np.float64)
+    normal = np.cross(cosines[:3], cosines[3:6]) if cosines.size == 6 else np.zeros(3)
+    length = float(np.linalg.norm(normal))
+    if not np.isfinite(points).all() or not np.isfinite(length) or length < 0.5:
+        raise VolumeError(
+            folder,
+            "has no usable slice orientation or positions (ImageOrientationPatient/"
+            "ImagePositionPatient); re-export the series",
+        )
+    along = (points - points[0]) @ (normal / length)
+    gaps = np.abs(np.diff(along))
+    step = float(np.median(gaps))
+    tolerance = SPACING_TOLERANCE * step + 1e-4
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if step <= 1e-4 or abs(gaps[worst] - step) > tolerance:
+        raise VolumeError(
+            folder,
+            f"slice positions are not evenly spaced: {files[worst].name} to "
+            f"{files[worst + 1].name} is {gaps[worst]:.4g} mm where the other slices are "
+            f"{step:.4g} mm apart (a missing, duplicate or extra slice?); pedseg reads only "
+            f"series whose slice gaps agree within {SPACING_TOLERANCE:.0%}: re-export the "
+            "complete series",
+        )
+    off_axis = np.linalg.norm((points - points[0]) - np.outer(along, normal / length), axis=1)
+    if float(off_axis.max()) > tolerance:
+        k = int(np.argmax(off_axis))
+        raise VolumeError(
+            folder,
+            f"slice {files[k].name} is shifted {off_axis[k]:.4g} mm off the slice normal (a "
+            "tilted or sheared series); pedseg reads only series whose slices are stacked "
+            "straight: resample it first",
+        )
 
 
 @_keeps_locale
+@_quiet
 def first_slice_info(series: DicomSeries, folder: object) -> sitk.ImageFileReader:
     """Header-only reader on the first slice of ``series`` (size, pixel type) for size checks."""
     reader = sitk.ImageFileReader()

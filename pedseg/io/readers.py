@@ -7,6 +7,7 @@ SimpleITK skips). ITK formats go through SimpleITK; their LPS geometry becomes a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import zlib
@@ -25,16 +26,25 @@ from pedseg.io.geometry import (
     canonical_affine,
     canonical_ornt,
     itk_to_ras_affine,
+    nifti_affine_source,
     spacing_of,
     to_canonical,
     validate_affine,
 )
-from pedseg.io.volume import DEFAULT_MAX_BYTES, SourceGeometry, Volume, resolve_max_bytes
+from pedseg.io.volume import (
+    DEFAULT_MAX_BYTES,
+    AffineSource,
+    SourceGeometry,
+    Volume,
+    resolve_max_bytes,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = {".mha": "mha", ".mhd": "mha", ".nrrd": "nrrd", ".nhdr": "nrrd"}
 _IDENTIFYING_FIELDS = ("descrip", "aux_file", "intent_name", "db_name", "data_type")
 _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float
+
+logger = logging.getLogger(__name__)
 
 _ITK_DTYPES: dict[int, np.dtype] = {
     sitk.sitkUInt8: np.dtype(np.uint8),
@@ -127,7 +137,14 @@ def _check_finite(path: object, array: np.ndarray) -> None:
 
 
 def _make_volume(
-    path: Path, on_disk: np.ndarray, affine: np.ndarray, fmt: str, header: object
+    path: Path,
+    on_disk: np.ndarray,
+    affine: np.ndarray,
+    fmt: str,
+    header: object,
+    *,
+    affine_source: AffineSource,
+    warnings: tuple[str, ...] = (),
 ) -> Volume:
     validate_affine(affine, path)
     _check_finite(path, on_disk)
@@ -140,8 +157,18 @@ def _make_volume(
         ornt=ornt,
         format=fmt,
         header=header,
+        affine_source=affine_source,
     )
-    return Volume(array=array, spacing=spacing_of(canon), affine=canon, source=source, path=path)
+    for warning in warnings:  # the volume carries them: whoever uses it shows them
+        logger.info("%s: %s", path, warning)
+    return Volume(
+        array=array,
+        spacing=spacing_of(canon),
+        affine=canon,
+        source=source,
+        path=path,
+        warnings=warnings,
+    )
 
 
 # --------------------------------------------------------------------------------------- NIfTI
@@ -209,7 +236,16 @@ def _read_nifti(path: Path, limit: int | None) -> Volume:
     flat = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=offset)
     data = flat.reshape(spatial, order="F")
     data = np.asarray(apply_read_scaling(data, proxy.slope, proxy.inter))
-    return _make_volume(path, data, affine, "nifti", _clean_header(header))
+    source, warnings = nifti_affine_source(header, shape)
+    return _make_volume(
+        path,
+        data,
+        affine,
+        "nifti",
+        _clean_header(header),
+        affine_source=source,
+        warnings=warnings,
+    )
 
 
 # ---------------------------------------------------------------------------------- ITK formats
@@ -233,7 +269,7 @@ def _from_itk_image(path: Path, image: sitk.Image, fmt: str) -> Volume:
         direction=tuple(float(v) for v in direction.ravel()),
     )
     affine = itk_to_ras_affine(geometry)
-    return _make_volume(path, view.transpose(2, 1, 0), affine, fmt, geometry)
+    return _make_volume(path, view.transpose(2, 1, 0), affine, fmt, geometry, affine_source="itk")
 
 
 def _itk_info(
@@ -259,14 +295,16 @@ def _read_itk(path: Path, fmt: str, limit: int | None) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with dicom.native_stderr_to_log():
+            reader.ReadImageInformation()
     except RuntimeError as error:
         raise VolumeError(
             path, f"is not a readable {fmt.upper()} file ({dicom.itk_message(error)})"
         ) from None
     _itk_info(path, reader, None, limit)
     try:
-        image = reader.Execute()
+        with dicom.native_stderr_to_log():
+            image = reader.Execute()
     except RuntimeError as error:
         raise VolumeError(
             path,

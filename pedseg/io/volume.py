@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -15,6 +16,10 @@ _FALLBACK_MAX_BYTES = 4 * 1024**3
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 FORMATS = ("nifti", "mha", "nrrd", "dicom")
+
+# Where a volume's voxel-to-world affine came from: the NIfTI sform or qform, the NIfTI voxel
+# sizes alone (both codes 0: no orientation), or ITK's origin/spacing/direction (MHA, NRRD, DICOM).
+AffineSource = Literal["sform", "qform", "pixdim", "itk"]
 
 
 def parse_byte_size(text: str, *, source: str = MAX_BYTES_ENV) -> int:
@@ -64,7 +69,8 @@ class SourceGeometry:
 
     ``header`` is a nibabel ``Nifti1Header``/``Nifti2Header`` copy for NIfTI input (identifying
     fields cleared) and a :class:`pedseg.io.geometry.ItkGeometry` (LPS origin, spacing, direction)
-    for MHA, NRRD and DICOM input.
+    for MHA, NRRD and DICOM input. ``affine_source`` says which part of the header ``affine`` was
+    taken from (see :data:`AffineSource`; None where unknown).
     """
 
     shape: tuple[int, ...]
@@ -72,6 +78,7 @@ class SourceGeometry:
     ornt: np.ndarray
     format: str
     header: object | None
+    affine_source: AffineSource | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +87,8 @@ class Volume:
 
     ``array`` is a writeable array owned by the volume; its memory order is whatever was fastest to
     produce (usually Fortran order): call ``np.ascontiguousarray`` where C order matters.
+    ``warnings`` holds what reading noticed but did not refuse (one sentence each), e.g. a qform
+    and sform that disagree; they are logged when read and belong in a prediction's report.
     """
 
     array: np.ndarray
@@ -87,6 +96,7 @@ class Volume:
     affine: np.ndarray
     source: SourceGeometry
     path: Path | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,4 +114,5 @@ class Volume:
             affine=self.affine,
             source=self.source,
             path=self.path,
+            warnings=self.warnings,
         )

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from pedseg.errors import VolumeError
+from pedseg.errors import OutputError, VolumeError
 from pedseg.io.atomic import atomic_path
 from pedseg.io.dicom import itk_message
 from pedseg.io.geometry import ItkGeometry, from_canonical, ras_affine_to_itk, validate_affine
@@ -97,7 +97,7 @@ def _save_itk(data: np.ndarray, geometry: ItkGeometry, path: Path, overwrite: bo
         try:
             writer.Execute(image)
         except RuntimeError as error:
-            raise VolumeError(path, f"cannot be written ({itk_message(error)})") from None
+            raise OutputError(path, itk_message(error)) from None
 
 
 def _save(
@@ -115,7 +115,7 @@ def _save(
         else:
             _save_itk(data, itk_geometry, path, overwrite)
     except OSError as error:
-        raise VolumeError(path, f"cannot be written ({error.strerror or error})") from None
+        raise OutputError(path, error) from None
 
 
 def write_like(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pedseg.outputs.names import DEFAULT_FORMATS, FORMATS, MESH_FORMATS
+from pedseg.domains.output_names import DEFAULT_FORMATS, FORMATS, MESH_FORMATS
 from pedseg.outputs.options import MeshOptions, OutputFormats, parse_outputs
 from pedseg.outputs.plan import CasePlan, mesh_key, plan_case_outputs
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import to_rgb
 
+from pedseg.domains.output_names import LABEL_COLORS
 from pedseg.domains.outputs_spec import LabelCode
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, VolumeError
-from pedseg.inference.report import PREVIEW_COLORS
 from pedseg.io.atomic import atomic_path, write_bytes_atomic
 from pedseg.io.geometry import from_canonical
 from pedseg.io.labels import format_values
@@ -53,7 +53,7 @@ class WrittenOutputs:
 
 def label_colors(spec: DomainSpec) -> list[tuple[float, float, float]]:
     """RGB (0-1) per label, in label order: the colours of pedseg's slice preview."""
-    return [to_rgb(PREVIEW_COLORS[k % len(PREVIEW_COLORS)]) for k in range(len(spec.labels))]
+    return [to_rgb(LABEL_COLORS[k % len(LABEL_COLORS)]) for k in range(len(spec.labels))]
 
 
 def _segments(spec: DomainSpec) -> list[Segment]:
@@ -103,6 +103,7 @@ def write_case_outputs(
     model_sha256: str | None = None,
     case: str | None = None,
     nifti_suffix: str = ".nii.gz",
+    stack: contextlib.ExitStack | None = None,
 ) -> WrittenOutputs:
     """Write every format of ``formats`` for one case; see :func:`plan_case_outputs` for the files.
 
@@ -110,7 +111,9 @@ def write_case_outputs(
     shape; what ``write_like`` takes). ``volume``: the input image (geometry, intensities for the
     statistics, and for ``dicom-seg`` its DICOM series folder ``volume.path``). ``model_sha256``:
     the model's hash for the DICOM-SEG's algorithm identification (None: MANUAL). ``case``: the
-    name in the statistics rows (default ``stem.name``).
+    name in the statistics rows (default ``stem.name``). ``stack``: the caller's exit stack, when
+    these files are part of a larger all-or-nothing write (they are then moved into place when
+    that stack closes, with the caller's own files).
     """
     plan = plan_case_outputs(
         stem,
@@ -142,10 +145,11 @@ def write_case_outputs(
         rows = tuple(label_statistics(array, volume.array, volume.affine, meshes, case=name))
         stats_s = time.perf_counter() - start
     writers = _writers(array, volume, spec, formats, plan, meshes, rows, model_sha256, name)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as own:
+        target = stack if stack is not None else own
         for kind, write in writers.items():
             start = time.perf_counter()
-            tmp = stack.enter_context(atomic_path(plan.files[kind], overwrite=overwrite))
+            tmp = target.enter_context(atomic_path(plan.files[kind], overwrite=overwrite))
             write(tmp)
             timings[kind] = time.perf_counter() - start
     if "stats" in timings:

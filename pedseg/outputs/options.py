@@ -1,7 +1,7 @@
 """Which outputs to write and how: :class:`OutputFormats` (frozen, validated) and its parser.
 
 Precedence: an explicit command-line value, then the domain descriptor's ``outputs:`` section, then
-pedseg's defaults (:data:`pedseg.outputs.names.DEFAULT_FORMATS`, stl, 20 Taubin passes, no
+pedseg's defaults (:data:`pedseg.domains.output_names.DEFAULT_FORMATS`, stl, 20 Taubin passes, no
 decimation).
 """
 
@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pedseg.errors import ConfigError
-from pedseg.outputs.names import (
+from pedseg.domains.output_names import (
     DEFAULT_FORMATS,
     DEFAULT_MESH_FORMAT,
     DEFAULT_SMOOTHING,
@@ -24,6 +23,7 @@ from pedseg.outputs.names import (
     choices,
     did_you_mean,
 )
+from pedseg.errors import ConfigError
 
 if TYPE_CHECKING:
     from pedseg.domains.spec import DomainSpec

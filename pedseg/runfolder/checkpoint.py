@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from pedseg.errors import IntegrityError, ModelError, OutputExistsError, TrainingError
+from pedseg.io.atomic import make_folder, output_errors
 from pedseg.runfolder.integrity import file_sha256, verify_sha256
 from pedseg.runfolder.layout import RunLayout
 
@@ -146,8 +147,9 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> None:
     """Write a complete checkpoint to ``folder`` atomically (see the module docstring)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    make_folder(folder.parent)
+    with output_errors(folder):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         groups, opt_tensors = _optimizer_payload(optimizer)
         rng_plain, rng_tensors = rng_state()
@@ -166,11 +168,12 @@ def save_checkpoint(
             fh.flush()
             os.fsync(fh.fileno())
         old = folder.parent / f".{folder.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            folder.replace(old)
-        tmp.replace(folder)
+        with output_errors(folder):
+            if old.exists():
+                shutil.rmtree(old)
+            if folder.exists():
+                folder.replace(old)
+            tmp.replace(folder)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-__all__ = ["CheckpointName", "RunLayout", "is_run_folder"]
+__all__ = ["CURVES", "CheckpointName", "RunLayout", "is_run_folder"]
 
 CheckpointName = Literal["latest", "best"]
 

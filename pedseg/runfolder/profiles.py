@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from pedseg.errors import ModelError, ProfileUnavailableError
 from pedseg.io.atomic import atomic_path
+from pedseg.runfolder.acquisition import AcquisitionProfile
 from pedseg.runfolder.card import read_card, write_card
 from pedseg.runfolder.integrity import file_sha256, verify_sha256
 from pedseg.runfolder.layout import RunLayout
@@ -36,6 +37,7 @@ from pedseg.runfolder.loading import LoadedRun, load_run
 
 if TYPE_CHECKING:
     from pedseg.domains.spec import DomainSpec
+    from pedseg.io.volume import Volume
 
 __all__ = [
     "CENTRAL_FRACTION",
@@ -45,6 +47,7 @@ __all__ = [
     "central_range",
     "cross_slices",
     "embed_slices",
+    "even_picks",
     "load_profiles",
     "profile_from_embeddings",
     "read_profile",
@@ -80,6 +83,9 @@ class DomainProfile:
     source: str = "training"  # training | extension | adaptation
     #: Other domain name -> unit centroid of its scans in this domain's space (module docstring).
     cross: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: What the domain's training scans looked like (geometry, intensities, label volumes); the
+    #: reference of the out-of-distribution checks. ``None`` in profiles written before it.
+    acquisition: AcquisitionProfile | None = None
 
     @property
     def scale(self) -> float:
@@ -156,7 +162,14 @@ def write_profile(
     from safetensors.numpy import save_file
 
     layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout(run_dir)
-    summary = {p.name: {**p.summary(), "cross": sorted(p.cross)} for p in profiles}
+    summary = {
+        p.name: {
+            **p.summary(),
+            "cross": sorted(p.cross),
+            **({"acquisition": p.acquisition.to_json()} if p.acquisition is not None else {}),
+        }
+        for p in profiles
+    }
     header = {"format": PROFILE_FORMAT, "model_sha256": model_sha256, "domains": summary}
     tensors = {f"centroid.{p.name}": np.ascontiguousarray(p.centroid) for p in profiles}
     for p in profiles:  # names are slugs without dots, so the keys are unambiguous
@@ -212,6 +225,9 @@ def read_profile(
                     str(j): np.asarray(arrays[f"cross.{name}.{j}"], dtype=np.float32)
                     for j in s.get("cross", [])
                 },
+                acquisition=AcquisitionProfile.from_json(s["acquisition"])
+                if "acquisition" in s
+                else None,
             )
             for name, s in header["domains"].items()
         }
@@ -274,13 +290,15 @@ def store_profile(
     *,
     carry: Mapping[str, DomainProfile] | None = None,
     cross: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    acquisition: Mapping[str, AcquisitionProfile | None] | None = None,
     source: str = "training",
     device: torch.device | None = None,
 ) -> Path | None:
     """Profile the run ``run_dir``'s stored weights on ``slices`` per domain and write them, with
     the ``carry`` profiles of the other domains. ``cross[k][j]``: domain ``j``'s slices preprocessed
     as ``k`` (:func:`cross_slices`), giving the cross centroid ``c_kj`` of ``k``'s profile (added to
-    those it carries). Skipped (``None``, logged) without weights."""
+    those it carries). ``acquisition``: the new profiles' training-scan summaries (a profiled
+    domain without one keeps the one it carries). Skipped (``None``, logged) without weights."""
     layout = RunLayout(run_dir)
     if not layout.card.is_file():
         logger.info("%s: no model was saved; no domain profile written", run_dir)
@@ -301,9 +319,13 @@ def store_profile(
     else:
         origin = shared_origin(list(embedded.values()))
     for name, z in embedded.items():
-        kept = profiles[name].cross if name in profiles else {}
-        profiles[name] = profile_from_embeddings(name, z, origin=origin, source=source)
-        profiles[name] = replace(profiles[name], cross=dict(kept))
+        kept = profiles.get(name)
+        summary = (acquisition or {}).get(name) or (kept.acquisition if kept else None)
+        profiles[name] = replace(
+            profile_from_embeddings(name, z, origin=origin, source=source),
+            cross=dict(kept.cross) if kept else {},
+            acquisition=summary,
+        )
     for space, by_domain in (cross or {}).items():
         if space not in profiles or space not in run.domains:
             continue
@@ -330,39 +352,34 @@ def store_profile(
 # ---------------------------------------------------------------------------------- recognition
 
 
+def even_picks(n: int, count: int) -> np.ndarray:
+    """``count`` evenly spaced slice indices from the central part of ``n`` slices."""
+    lo, hi = central_range(n)
+    count = min(count, hi - lo)
+    return lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
+
+
 def cross_slices(
     specs: Sequence[DomainSpec],
-    images: Mapping[str, Sequence[Path]],
+    volumes: Iterable[tuple[str, Volume]],
     *,
     image_size: tuple[int, int],
     per_case: int = CROSS_SLICES_PER_CASE,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``out[k][j]``: slices of domain ``j``'s scans ``images[j]`` preprocessed as domain ``k``
-    (``k``'s slice axis and normalisation), ``per_case`` evenly spaced slices from the central part
-    of each scan, for every pair ``k != j`` of ``specs``. Scans that cannot be read are skipped
-    (logged): cross centroids are a refinement, never a reason to fail a training run."""
-    from pedseg.data.preprocess import prepare_volume
-    from pedseg.errors import PedsegError
-    from pedseg.io import read_volume
+    """``out[k][j]``: slices of domain ``j``'s scans (``volumes``: ``(j, scan)`` pairs, consumed
+    one at a time) preprocessed as domain ``k`` (``k``'s slice axis and normalisation),
+    ``per_case`` evenly spaced slices from the central part of each scan, for every pair
+    ``k != j`` of ``specs``."""
+    from pedseg.data.preprocess import prepare_volume, slice_count
 
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
-    for name, paths in images.items():
-        for path in paths:  # one scan in memory at a time, read once for every other domain
-            try:
-                volume = read_volume(path)
-            except PedsegError as exc:
-                logger.info("cross centroid of %s: skipped %s (%s)", name, path, exc)
+    for name, volume in volumes:
+        for spec in specs:
+            if spec.name == name:
                 continue
-            for spec in specs:
-                if spec.name == name:
-                    continue
-                stack = prepare_volume(volume, spec, image_size=image_size).images
-                lo, hi = central_range(int(stack.shape[0]))
-                count = min(per_case, hi - lo)
-                picks = lo + ((2 * np.arange(count) + 1) * (hi - lo)) // (2 * count)
-                parts.setdefault((spec.name, name), []).append(
-                    np.asarray(stack[picks], dtype=np.float32)
-                )
+            picks = even_picks(slice_count(volume, spec), per_case)
+            stack = prepare_volume(volume, spec, image_size=image_size, picks=picks).images
+            parts.setdefault((spec.name, name), []).append(np.asarray(stack, dtype=np.float32))
     out: dict[str, dict[str, np.ndarray]] = {spec.name: {} for spec in specs}
     for (space, name), slices in parts.items():
         out[space][name] = np.concatenate(slices)

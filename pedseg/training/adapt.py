@@ -40,8 +40,10 @@ from pedseg.data.sampler import seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, DatasetError, ModelError
 from pedseg.io import is_volume_path, read_volume
+from pedseg.io.atomic import make_folder, output_errors
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.unet import MultiDomainUNet
+from pedseg.runfolder.acquisition import AcquisitionSummary
 from pedseg.runfolder.card import ModelCard
 from pedseg.runfolder.layout import RunLayout
 from pedseg.runfolder.loading import load_run
@@ -91,13 +93,21 @@ def collect_scans(inputs: Sequence[Path]) -> list[Path]:
 
 
 def load_slices(
-    scans: Sequence[Path], spec: DomainSpec, *, image_size: tuple[int, int]
+    scans: Sequence[Path],
+    spec: DomainSpec,
+    *,
+    image_size: tuple[int, int],
+    summary: AcquisitionSummary | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """Every slice of every scan, preprocessed as in training: ``(N, H, W)`` float32, counts."""
+    """Every slice of every scan, preprocessed as in training: ``(N, H, W)`` float32, counts
+    (each scan also added to ``summary``, the new site's acquisition summary)."""
     stacks: list[np.ndarray] = []
     counts: list[int] = []
     for scan in scans:
-        stack = prepare_volume(read_volume(scan), spec, image_size=image_size)
+        volume = read_volume(scan)
+        if summary is not None:
+            summary.add(volume)
+        stack = prepare_volume(volume, spec, image_size=image_size)
         stacks.append(stack.images)
         counts.append(stack.num_slices)
     return np.concatenate(stacks).astype(np.float32, copy=False), counts
@@ -177,7 +187,8 @@ def adapt_bn(
         raise ModelError(f"{root}: cannot find the batch-norm index of domain {domain!r}")
     configure_threads()
     torch_device = resolve_device(device)
-    slices, counts = load_slices(paths, model.spec, image_size=model.image_size)
+    summary = AcquisitionSummary(model.spec)
+    slices, counts = load_slices(paths, model.spec, image_size=model.image_size, summary=summary)
     net.to(torch_device)
     batches = reestimate_bn(
         net, head, slices, batch_size=batch_size, device=torch_device, seed=seed
@@ -194,7 +205,7 @@ def adapt_bn(
     if card.adapted is not None:
         record["previous"] = dict(card.adapted)
     sha = _write_run(out, net, card, record)
-    _store_profile(layout, model.model_sha256, out, domain, slices, counts)
+    _store_profile(layout, model.model_sha256, out, domain, slices, counts, summary)
     set_last_run(out)
     return AdaptReport(
         run_dir=out,
@@ -208,10 +219,18 @@ def adapt_bn(
 
 
 def _store_profile(
-    root: RunLayout, base_sha: str, out: Path, domain: str, slices: np.ndarray, counts: list[int]
+    root: RunLayout,
+    base_sha: str,
+    out: Path,
+    domain: str,
+    slices: np.ndarray,
+    counts: list[int],
+    summary: AcquisitionSummary,
 ) -> None:
     """Carry the other domains' profiles and re-profile ``domain`` (its batch-norm statistics, so
-    its embedding, changed) on the central 80 % of the adaptation scans' slices."""
+    its embedding, changed) on the central 80 % of the adaptation scans' slices; its acquisition
+    summary is the new site's scans', with the label volumes of its training cases (the
+    adaptation scans have no labels)."""
     try:
         carried = read_profile(root, model_sha256=base_sha)
     except ModelError as exc:
@@ -225,13 +244,18 @@ def _store_profile(
     ]
     carry = {name: p for name, p in carried.items() if name != domain}
     chosen = {domain: slices[np.concatenate(picks)]}
-    store_profile(out, chosen, carry=carry, source="adaptation")
+    site = summary.profile()
+    old = carried[domain].acquisition if domain in carried else None
+    if site is not None and old is not None:
+        site = replace(site, label_ml=old.label_ml, foreground_ml=old.foreground_ml)
+    store_profile(out, chosen, carry=carry, acquisition={domain: site}, source="adaptation")
 
 
 def _write_run(out: Path, net: MultiDomainUNet, card: ModelCard, record: dict[str, Any]) -> str:
     """Write the weights and card into a temporary folder renamed to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    make_folder(out.parent)
+    with output_errors(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         adapted = replace(card, pedseg_version=__version__, adapted=record, artifacts={})
         written = save_model(RunLayout(tmp), net, adapted)

@@ -24,13 +24,22 @@ from typing import Any, Literal
 from pedseg.domains.spec import check_image_size
 from pedseg.errors import ConfigError
 
-__all__ = ["ARCHS", "SCHEMES", "SEG_LOSSES", "Scheme", "TrainConfig"]
+__all__ = [
+    "ARCHS",
+    "SCHEDULES",
+    "SCHEMES",
+    "SEG_LOSSES",
+    "Scheme",
+    "TrainConfig",
+    "resumable_changes",
+]
 
 Scheme = Literal["baseline", "joint", "dsl", "dsl-contrastive"]
 SCHEMES: tuple[str, ...] = ("baseline", "joint", "dsl", "dsl-contrastive")
 ARCHS: tuple[str, ...] = ("unet", "attention-unet")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
 SEG_LOSSES: tuple[str, ...] = ("ce", "dice-ce")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "poly")
 
 #: Keys that may differ between a run and its resumption (they do not change the results).
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "num_workers"})
@@ -64,6 +73,11 @@ class TrainConfig:
         channels_last: ``None`` = on for GPU, off for CPU.
         compile: wrap the model in ``torch.compile``.
         num_workers: threads that prefetch batches (0 = none); results do not depend on it.
+        schedule: learning-rate schedule over the run's steps (:mod:`pedseg.training.schedule`):
+            ``constant`` (the paper's) | ``cosine`` | ``poly``.
+        warmup_steps: steps of linear warm-up at the start of the run (0 = none).
+        min_lr_ratio: the fraction of ``lr`` a decaying schedule ends at.
+        poly_power: exponent of the ``poly`` decay (nnU-Net: 0.9).
     """
 
     domains: tuple[str, ...]
@@ -89,6 +103,10 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     num_workers: int = 0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    poly_power: float = 0.9
 
     def __post_init__(self) -> None:
         domains = _as_names(self.domains)
@@ -116,6 +134,13 @@ class TrainConfig:
         _check_int("depth", self.depth, 2)
         _check_int("seed", self.seed, 0)
         _check_int("num_workers", self.num_workers, 0)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_float("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        _check_float("poly_power", self.poly_power, low=0.0, low_open=True)
         if self.steps_per_epoch is not None:
             _check_int("steps_per_epoch", self.steps_per_epoch, 1)
         _check_float("lr", self.lr, low=0.0, low_open=True)
@@ -201,6 +226,18 @@ class TrainConfig:
             for key in mine
             if key not in ignore and mine[key] != theirs[key]
         ]
+
+
+def resumable_changes(config: TrainConfig) -> frozenset[str]:
+    """The keys a resumption of ``config``'s run may change.
+
+    :data:`RESUMABLE_CHANGES`, except that ``epochs`` is fixed when the learning rate decays over
+    the run (``schedule`` other than ``constant``): the schedule's horizon is ``epochs`` times the
+    steps per epoch, so more epochs would change the rate of steps already planned.
+    """
+    if config.schedule == "constant":
+        return RESUMABLE_CHANGES
+    return RESUMABLE_CHANGES - {"epochs"}
 
 
 def _show(value: Any) -> str:

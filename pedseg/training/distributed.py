@@ -118,6 +118,15 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(value.item() > 0.5)
 
 
+def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank."""
+    if not info.enabled or not dist.is_initialized():
+        return value
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     """``model`` in :class:`DistributedDataParallel` when distributed, else unchanged.
 

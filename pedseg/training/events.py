@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pedseg.runfolder.layout import RunLayout
+
 __all__ = ["EventKind", "TrainEvent", "TrainResult"]
 
 EventKind = Literal["run_start", "epoch_start", "step", "epoch_end", "run_end"]
@@ -53,4 +55,4 @@ class TrainResult:
 
     @property
     def model_path(self) -> Path:
-        return self.run_dir / "model.safetensors"
+        return RunLayout(self.run_dir).weights

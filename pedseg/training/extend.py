@@ -33,6 +33,7 @@ from pedseg import __version__
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError
+from pedseg.io.atomic import make_folder
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.mapping import LabelMapping
 from pedseg.models.unet import MultiDomainUNet
@@ -179,7 +180,7 @@ def extend_run(
     sampler = BalancedSampler(
         [data.pool], batch_size=config.batch_size, seed=config.seed, fg_fraction=config.fg_fraction
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     job = Job(
         config=train_config,
         domains=[data],

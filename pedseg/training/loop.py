@@ -11,8 +11,9 @@ weights' embedding per domain (domain recognition). The library never prints: pr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,13 +46,25 @@ from pedseg.training.events import TrainEvent, TrainResult
 from pedseg.training.prepare import DomainData, prepare_domains, resolve_image_size
 from pedseg.training.profiling import profile_run
 from pedseg.training.resume import RunState, check_resumable, check_validation_cases
-from pedseg.training.runner import Job, run_epochs
+from pedseg.training.runner import Budget, Job, run_epochs
 from pedseg.training.step import LossSpec, route_of
 
 __all__ = ["Callback", "train"]
 
 logger = logging.getLogger(__name__)
 Callback = Callable[[TrainEvent], None]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every model of a run shares."""
+
+    cache_root: Path | None
+    callback: Callback | None
+    info: DistInfo
+    device: torch.device
+    budget: Budget | None
+    clock: Callable[[], float]
 
 
 def train(
@@ -62,21 +75,27 @@ def train(
     resume: bool = False,
     cache_root: Path | None = None,
     callback: Callback | None = None,
+    budget: Budget | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> TrainResult:
-    """Train ``config`` on the domains ``specs`` into the run folder ``out``; see the module doc."""
+    """Train ``config`` on the domains ``specs`` into the run folder ``out``; see the module doc.
+
+    ``budget``: fit the run's epochs to a wall-clock budget after its first epoch (a baseline
+    run shares it between its per-domain models); ``clock`` times steps and epochs."""
     ordered = _order_specs(config, specs)
     out = Path(out)
     info = dist_utils.detect()
     configure_threads()
     device = resolve_device(config.device, local_rank=info.local_rank)
+    context = _Context(cache_root, callback, info, device, budget, clock)
     created = dist_utils.init_process_group(info, device)
     try:
         if config.scheme == "baseline":
-            return _train_baseline(config, ordered, out, resume, cache_root, callback, info, device)
+            return _train_baseline(config, ordered, out, resume, context)
         has_checkpoint = find_checkpoint(RunLayout(out).checkpoint()) is not None
         check_run_dir(out, resume=resume, has_checkpoint=has_checkpoint)
         dist_utils.barrier(info)
-        result = _train_model(config, ordered, out, cache_root, callback, info, device, None)
+        result = _train_model(config, ordered, out, context, None)
         if info.is_main:
             set_last_run(out)
         return result
@@ -96,31 +115,30 @@ def _order_specs(config: TrainConfig, specs: Sequence[DomainSpec]) -> list[Domai
 
 
 def _train_baseline(
-    config: TrainConfig,
-    specs: Sequence[DomainSpec],
-    out: Path,
-    resume: bool,
-    cache_root: Path | None,
-    callback: Callback | None,
-    info: DistInfo,
-    device: torch.device,
+    config: TrainConfig, specs: Sequence[DomainSpec], out: Path, resume: bool, context: _Context
 ) -> TrainResult:
-    """One independent model per domain under ``out/baseline/<domain>``."""
+    """One independent model per domain under ``out/baseline/<domain>``; with a budget, each
+    member gets an equal share of what is left when it starts."""
     layout = RunLayout(out)
     member_dirs = {spec.name: layout.member(spec.name).root for spec in specs}
     has_any = any(find_checkpoint(RunLayout(d).checkpoint()) for d in member_dirs.values())
     check_run_dir(out, resume=resume, has_checkpoint=has_any)
-    dist_utils.barrier(info)
+    dist_utils.barrier(context.info)
     members: dict[str, TrainResult] = {}
-    for spec in specs:
+    for k, spec in enumerate(specs):
         explicit = config.validation_cases(spec.name)
         sub = replace(
             config, domains=(spec.name,), val_cases=((spec.name, explicit),) if explicit else ()
         )
-        members[spec.name] = _train_model(
-            sub, [spec], member_dirs[spec.name], cache_root, callback, info, device, spec.name
-        )
-    if info.is_main:
+        share = context
+        if context.budget is not None:
+            left = context.budget.seconds - (context.budget.clock() - context.budget.started)
+            budget = replace(
+                context.budget, seconds=left / (len(specs) - k), started=context.budget.clock()
+            )
+            share = replace(context, budget=budget)
+        members[spec.name] = _train_model(sub, [spec], member_dirs[spec.name], share, spec.name)
+    if context.info.is_main:
         card = ModelCard.for_baseline(specs=specs, training=config.to_dict(include_val_cases=False))
         write_card(layout, card)
         set_last_run(out)
@@ -165,12 +183,15 @@ def _train_model(
     config: TrainConfig,
     specs: Sequence[DomainSpec],
     out: Path,
-    cache_root: Path | None,
-    callback: Callback | None,
-    info: DistInfo,
-    device: torch.device,
+    context: _Context,
     member: str | None,
 ) -> TrainResult:
+    cache_root, callback, info, device = (
+        context.cache_root,
+        context.callback,
+        context.info,
+        context.device,
+    )
     layout = RunLayout(out)
     latest = find_checkpoint(layout.checkpoint())
     state = read_state(latest) if latest is not None else None
@@ -181,6 +202,7 @@ def _train_model(
     seed_everything(config.seed)
     job = _make_job(config, specs, domains, layout, image_size, info, device)
     job.callback, job.member = callback, member
+    job.budget, job.clock = context.budget, context.clock
     if latest is not None and state is not None:
         val_cases = {d.spec.name: d.val_cases for d in domains}
         check_validation_cases(state, out=out, val_cases=val_cases)

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from pedseg.data.cache import SliceCache, build_cache
-from pedseg.data.dataset import list_cases
 from pedseg.data.sampler import DomainPool, seeded_rng
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
@@ -34,7 +33,6 @@ __all__ = [
     "prepare_domains",
     "resolve_image_size",
     "split_cases",
-    "training_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,13 +141,4 @@ def prepare_domains(
             len(train),
             len(val),
         )
-    return out
-
-
-def training_images(domains: Sequence[DomainData]) -> dict[str, list[Path]]:
-    """The image files of each domain's training cases (for the cross centroids of the profiles)."""
-    out: dict[str, list[Path]] = {}
-    for data in domains:
-        train = set(data.train_cases)
-        out[data.spec.name] = [c.image for c in list_cases(data.spec) if c.case_id in train]
     return out

@@ -10,7 +10,7 @@ from typing import Any
 from pedseg import __version__
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
-from pedseg.training.config import RESUMABLE_CHANGES, TrainConfig
+from pedseg.training.config import TrainConfig, resumable_changes
 
 __all__ = ["RunState", "check_resumable", "check_validation_cases"]
 
@@ -24,6 +24,9 @@ class RunState:
     best_metric: float = float("-inf")
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    fitted_epochs: int | None = None
+    """The epochs a wall-clock budget fitted the run to (``None``: the config's); fixed once,
+    after the first epoch, and kept by a resume so that the schedule's horizon never moves."""
 
     def to_json(
         self,
@@ -40,6 +43,7 @@ class RunState:
             "best_metric": self.best_metric if self.best_epoch else None,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "fitted_epochs": self.fitted_epochs,
             "config": config.to_dict(),
             "descriptors": {s.name: s.to_dict(include_data=False) for s in specs},
             "descriptor_hashes": {s.name: s.content_hash() for s in specs},
@@ -56,6 +60,9 @@ class RunState:
             best_metric=float("-inf") if best is None else float(best),
             best_epoch=int(state.get("best_epoch", 0)),
             history=[dict(row) for row in state.get("history", [])],
+            fitted_epochs=None
+            if state.get("fitted_epochs") is None
+            else int(state["fitted_epochs"]),
         )
 
 
@@ -73,7 +80,7 @@ def check_resumable(
         raise TrainingError(
             f"cannot resume {out}: its checkpoint's config is unreadable ({exc})"
         ) from exc
-    problems = saved.differences(config, ignore=RESUMABLE_CHANGES)
+    problems = saved.differences(config, ignore=resumable_changes(saved))
     old_descriptors: Mapping[str, Any] = state.get("descriptors", {})
     old_hashes: Mapping[str, Any] = state.get("descriptor_hashes", {})
     for spec in specs:

@@ -40,6 +40,7 @@ from pedseg.training.distributed import DistInfo
 from pedseg.training.events import EventKind, TrainEvent
 from pedseg.training.prepare import DomainData
 from pedseg.training.resume import RunState
+from pedseg.training.schedule import apply_lr
 from pedseg.training.step import (
     LOSS_TERMS,
     HostBatch,
@@ -51,7 +52,7 @@ from pedseg.training.step import (
 )
 from pedseg.training.validate import validate
 
-__all__ = ["Job", "run_epochs"]
+__all__ = ["Budget", "Job", "run_epochs"]
 
 logger = logging.getLogger(__name__)
 VALIDATION_BATCH = 16
@@ -60,6 +61,31 @@ CURVES_EVERY_EPOCH_AFTER_S = 20.0
 otherwise it is drawn when the run ends."""
 
 Route = Callable[[Sequence[tuple[int, int]]], list[tuple[int, int]]]
+#: Share of a budget kept for what follows the epochs (domain profiles, the card).
+BUDGET_RESERVE = 0.03
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A wall-clock budget: ``seconds`` counted from ``started`` (a reading of ``clock``).
+
+    After the first epoch the run's number of epochs is fitted to it, once: as many as the
+    remaining time holds at the measured pace of that epoch (steps, validation, checkpoints),
+    keeping :data:`BUDGET_RESERVE` of the budget for the end of the run. The learning-rate
+    schedule then spans exactly those epochs and completes on time.
+    """
+
+    seconds: float
+    started: float
+    clock: Callable[[], float] = time.monotonic
+
+    def remaining(self) -> float:
+        return self.seconds * (1.0 - BUDGET_RESERVE) - (self.clock() - self.started)
+
+    def fit(self, epoch_seconds: float, *, done: int) -> int:
+        """The run's epochs after ``done`` epochs that took ``epoch_seconds`` each."""
+        more = int(max(self.remaining(), 0.0) // max(epoch_seconds, 1e-9))
+        return max(done, done + more)
 
 
 @dataclass
@@ -100,13 +126,26 @@ class Job:
     member: str | None = None
     state_extra: Mapping[str, Any] | None = None
     label: str = "epoch"
+    budget: Budget | None = None
+    clock: Callable[[], float] = time.perf_counter
+    """Times steps and epochs (tests inject one)."""
+
+    @property
+    def epochs(self) -> int:
+        """The run's epochs: the config's, or those a budget fitted it to."""
+        return self.run.fitted_epochs or self.config.epochs
+
+    @property
+    def total_steps(self) -> int:
+        """The schedule's horizon."""
+        return self.epochs * self.steps
 
     def emit(self, kind: EventKind, **fields: Any) -> None:
         if self.callback is not None and self.info.is_main:
             self.callback(
                 TrainEvent(
                     kind=kind,
-                    epochs=self.config.epochs,
+                    epochs=self.epochs,
                     global_step=self.run.global_step,
                     model=self.member,
                     **fields,
@@ -115,14 +154,33 @@ class Job:
 
 
 def run_epochs(job: Job) -> None:
-    """Train from the epoch after ``job.run.epoch`` to ``job.config.epochs``, then draw the
-    curves (rank 0), also when the run stops with an error."""
+    """Train from the epoch after ``job.run.epoch`` to ``job.epochs`` (fitted to the budget after
+    the first epoch, when there is one), then draw the curves (rank 0), also when the run stops
+    with an error."""
     try:
-        for epoch in range(job.run.epoch + 1, job.config.epochs + 1):
-            _run_epoch(job, epoch)
+        while job.run.epoch < job.epochs:
+            _run_epoch(job, job.run.epoch + 1)
+            _fit_to_budget(job)
     finally:
         if job.info.is_main and job.run.history:
             plot_curves(job.layout.curves, job.run.history)
+
+
+def _fit_to_budget(job: Job) -> None:
+    """Fix the run's epochs once, after its first epoch (rank 0 decides, every rank follows)."""
+    run = job.run
+    if job.budget is None or run.fitted_epochs is not None or run.epoch != 1:
+        return
+    seconds = float(run.history[-1]["seconds"]) if run.history else 0.0
+    fitted = job.budget.fit(seconds, done=run.epoch) if job.info.is_main else 0
+    run.fitted_epochs = dist_utils.broadcast_int(fitted, job.info, job.device)
+    logger.info(
+        "fitted the run to its %.0f s budget: %d epochs (%d steps) at %.1f s per epoch",
+        job.budget.seconds,
+        run.fitted_epochs,
+        job.total_steps,
+        seconds,
+    )
 
 
 def _host_batches(job: Job, epoch: int) -> Iterator[HostBatch]:
@@ -155,9 +213,9 @@ def _run_epoch(job: Job, epoch: int) -> None:
     job.set_mode()
     job.emit("epoch_start", epoch=epoch, steps=job.steps)
     sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
-    started = time.perf_counter()
+    started = job.clock()
     for step, host in enumerate(_host_batches(job, epoch), start=1):
-        step_start = time.perf_counter()
+        step_start = job.clock()
         images, targets = to_device(
             host,
             device=job.device,
@@ -188,10 +246,11 @@ def _run_epoch(job: Job, epoch: int) -> None:
             )
         job.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
+        apply_lr(job.optimizer, config, run.global_step, job.total_steps)
         job.optimizer.step()
         run.global_step += 1
         sums += values
-        seconds = max(time.perf_counter() - step_start, 1e-9)
+        seconds = max(job.clock() - step_start, 1e-9)
         job.emit(
             "step",
             epoch=epoch,
@@ -200,7 +259,7 @@ def _run_epoch(job: Job, epoch: int) -> None:
             losses={name: named[name] for name in active},
             slices_per_s=config.batch_size / seconds,
         )
-    train_seconds = max(time.perf_counter() - started, 1e-9)
+    train_seconds = max(job.clock() - started, 1e-9)
     means = LossTerms.named((sums / job.steps).tolist())
     row: dict[str, float | int] = {
         "epoch": epoch,
@@ -238,7 +297,7 @@ def _finish_epoch(
         job.set_mode()
         row.update(metrics)
         row["lr"] = float(job.optimizer.param_groups[0]["lr"])
-        row["seconds"] = time.perf_counter() - started
+        row["seconds"] = job.clock() - started
         row["slices_per_s"] = job.steps * config.batch_size / train_seconds
         run.epoch = epoch
         run.history.append(dict(row))
@@ -255,7 +314,7 @@ def _finish_epoch(
             "%s %d/%d: loss %.4f, val Dice %.4f%s",
             job.label,
             epoch,
-            config.epochs,
+            job.epochs,
             row["loss_total"],
             metrics["val_dice"],
             " (best)" if is_best else "",

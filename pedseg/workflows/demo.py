@@ -27,6 +27,7 @@ from pathlib import Path
 from pedseg.data.synth import PHANTOM_DOMAINS, PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.errors import ConfigError, OutputExistsError
+from pedseg.io.atomic import write_text_atomic
 from pedseg.training.config import TrainConfig
 from pedseg.training.events import TrainEvent
 
@@ -121,10 +122,7 @@ def run_demo(
         if not overwrite:
             raise OutputExistsError(out, "pass --overwrite to replace it, or choose another --out")
         _clear_demo(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(
-        "written by pedseg demo; --overwrite may replace this folder\n", "utf-8"
-    )
+    write_text_atomic(out / MARKER, "written by pedseg demo; --overwrite may replace this folder\n")
     stage = on_stage or (lambda _message: None)
     seconds: dict[str, float] = {}
     domains = PHANTOM_DOMAINS

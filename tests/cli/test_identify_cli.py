@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from pedseg.runfolder.profiles import OOD_THRESHOLD
 from tests.cli.conftest import Runner, one_line_error
@@ -96,7 +97,11 @@ def test_predict_with_the_wrong_domain_warns(
     args = ("--domain", "shoulder", "--model", str(run), "-o", str(strict))
     result = pedseg("predict", str(scan), *args, "--ood-threshold", "1e-6")
     assert result.code == 0, result.err
-    assert "warning: shoulder_000: looks like none of the model's domains" in result.out
+    assert "warning: shoulder_000: looks out of distribution: embedding: looks like none of " in (
+        result.out
+    )
+    verdict = json.loads((tmp_path / "strict.json").read_text())["ood"]
+    assert verdict["flagged"] and verdict["reasons"][0].startswith("embedding: looks like none")
 
 
 def test_recognition_needs_a_run_with_profiles(
@@ -172,3 +177,73 @@ def test_damaged_profiles_and_failed_recognition_are_warnings(
     # without --domain the damaged profile is an error naming the file
     result = pedseg("predict", scan, "--model", str(damaged), "-o", str(tmp_path / "t.nii.gz"))
     assert "domains.safetensors" in one_line_error(result) and "does not match" in result.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cpu_fallback_holds_for_recognition_too(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """--device cuda --allow-cpu-fallback without a GPU: recognition and the network both run on
+    the CPU (recognition used to fail with "no CUDA GPU is available")."""
+    paths = [str(scans["ankle"][0]), str(scans["shoulder"][0])]
+    out = tmp_path / "out"
+    args = ("predict", *paths, "--model", str(run), "-o", str(out), "--device", "cuda")
+    refused = pedseg(*args)
+    assert "--allow-cpu-fallback" in one_line_error(refused)
+    result = pedseg(*args, "--allow-cpu-fallback", "-q")
+    assert result.code == 0, result.err
+    assert "2 cases predicted" in result.out and "on cpu" in result.out
+    with_domain = pedseg(
+        "predict",
+        paths[0],
+        "-d",
+        "ankle",
+        "--model",
+        str(run),
+        "-o",
+        str(tmp_path / "s.nii.gz"),
+        "--device",
+        "cuda",
+        "--allow-cpu-fallback",
+    )
+    assert with_domain.code == 0, with_domain.err
+    assert "recognition" in json.loads((tmp_path / "s.json").read_text())
+
+
+def test_refuse_ood_records_the_case_failed_and_writes_nothing(
+    pedseg: Runner, run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    source = nib.load(scans["ankle"][0])
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    blank = np.zeros(source.shape, dtype=np.int16)
+    nib.save(nib.Nifti1Image(blank, source.affine), inputs / "blank.nii.gz")
+    shutil.copy(scans["ankle"][0], inputs / scans["ankle"][0].name)
+    out = tmp_path / "out"
+    args = ("predict", str(inputs), "-d", "ankle", "--model", str(run), "-o", str(out), "-q")
+    flagged = pedseg(*args)
+    assert flagged.code == 0, flagged.err
+    assert "warning: blank: looks out of distribution: blank:" in flagged.out
+    report = json.loads((out / "blank.json").read_text())
+    assert report["ood"]["flagged"] and report["ood"]["reasons"][0].startswith("blank:")
+    refused_out = tmp_path / "refused"
+    refused = pedseg(*args[:-3], "-o", str(refused_out), "--refuse-ood", "-q")
+    assert refused.code == 1 and "refused as out of distribution" in refused.err
+    assert not (refused_out / "blank.nii.gz").exists() and not (refused_out / "blank.json").exists()
+    manifest = json.loads((refused_out / "pedseg-predict.json").read_text())
+    assert manifest["cases"]["blank"]["status"] == "failed"
+    assert "blank:" in manifest["cases"]["blank"]["reason"]
+
+
+def test_trained_profiles_hold_the_acquisition_summary(run: Path) -> None:
+    from pedseg.runfolder.loading import load_run
+    from pedseg.runfolder.profiles import load_profiles
+
+    profiles = load_profiles(load_run(run))
+    for name in DOMAINS:
+        acquisition = profiles[name].acquisition
+        assert acquisition is not None and acquisition.n_cases >= 2
+        assert acquisition.foreground_ml[1] > 0 and set(acquisition.label_ml)

@@ -175,3 +175,18 @@ def test_trained_run_torch_then_onnx(
     reports = [json.loads((o / f"{name}.json").read_text()) for o in (torch_out, onnx_out)]
     assert reports[0]["model_sha256"] == reports[1]["model_sha256"]
     assert [r["backend"] for r in reports] == ["torch", "onnx"]
+
+
+def test_a_damaged_onnx_export_is_refused(
+    pedseg: Runner, onnx_dir: Path, inputs: Path, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    data = bytearray((onnx_dir / "toy.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (damaged / "toy.onnx").write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = pedseg("predict", str(inputs), "-d", "toy", "--model", str(damaged), "-o", str(out))
+    message = one_line_error(result)
+    assert "toy.onnx: content SHA-256" in message and "export it again" in message
+    assert not out.exists() or not list(out.glob("*.nii.gz"))

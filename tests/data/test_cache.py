@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from pathlib import Path
@@ -16,8 +17,9 @@ from pedseg.data.cache import MANIFEST, _NpyAppender, build_cache, cache_dir, op
 from pedseg.data.dataset import Case, list_cases
 from pedseg.data.preprocess import SliceStack, prepare_volume
 from pedseg.domains.spec import DataSpec, DomainSpec
-from pedseg.errors import ConfigError, DatasetError, VolumeError
+from pedseg.errors import ConfigError, DatasetError, OutputError, VolumeError
 from pedseg.io import Volume, read_label, read_volume
+from tests.fs_faults import fail_writes, files_below
 
 SIZE = (16, 16)
 
@@ -293,3 +295,15 @@ def test_npy_appender_round_trip(tmp_path: Path) -> None:
 def test_bad_image_size_is_a_config_error(data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"image_size must be two integers in \[16, 4096\]"):
         build_cache(_spec(data), cache_root=tmp_path / "cache", image_size=(8, 16))
+
+
+def test_disk_full_while_building_is_one_error_and_leaves_nothing(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cache"
+    spec = _spec(data)
+    fail_writes(monkeypatch, root, code=errno.ENOSPC, ops=("open",))
+    with pytest.raises(OutputError, match=r"toy-\w+: cannot be written: No space left on device"):
+        build_cache(spec, cache_root=root)
+    monkeypatch.undo()
+    assert files_below(root) == []

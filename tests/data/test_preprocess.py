@@ -206,3 +206,24 @@ def test_nearest_uses_pixel_centres() -> None:
     ids = np.broadcast_to(np.arange(6, dtype=np.float32), (1, 2, 6))
     out = resize_slices(ids, (2, 4), mode="nearest")
     np.testing.assert_array_equal(out[0, 0], [0, 2, 3, 5])
+
+
+@pytest.mark.parametrize(
+    "size", [(96, 96), (384, 384), (384, 376), (100, 130), (97, 200), (40, 40), (60, 130)]
+)
+def test_restore_argmax_equals_the_argmax_of_the_restored_probabilities(
+    size: tuple[int, int],
+) -> None:
+    import torch
+
+    from pedseg.data.preprocess import restore_argmax, restore_slices
+
+    torch.manual_seed(0)
+    coarse = torch.randn(6, 5, 12, 12) * 3
+    probs = torch.softmax(
+        torch.nn.functional.interpolate(coarse, size=(96, 96), mode="bilinear"), 1
+    )
+    probs_np = probs.numpy()
+    expected = restore_slices(probs_np, in_plane_shape=size, axis=0).argmax(-1)
+    got = restore_argmax(probs_np, in_plane_shape=size)
+    assert got.shape == (6, *size) and np.array_equal(got, expected)

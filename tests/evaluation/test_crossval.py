@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from pedseg.data.dataset import list_cases
 from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError
+from pedseg.errors import ConfigError, DatasetError
 from pedseg.evaluation.crossval import CrossvalConfig, CrossvalEvent, run_crossval
 from pedseg.evaluation.crossval_summary import settings_note
 from pedseg.training.config import TrainConfig
@@ -172,3 +173,61 @@ def test_full_loo_with_baseline_and_resume(phantoms: Path, tmp_path: Path) -> No
     (out / "baseline-unet" / "fold-2" / "metrics.csv").unlink()
     again = run_crossval(config, specs, out=out)
     assert again.methods[0].folds_run == () and again.methods[1].folds_run == (2,)
+
+
+def test_shards_merged_by_compare_equal_the_unsharded_study(phantoms: Path, tmp_path: Path) -> None:
+    """Two shards of (1 method x 2 folds): one fold in each part's folder; merged, the method's
+    rows and tables equal the unsharded study's."""
+    import dataclasses
+
+    from pedseg.evaluation.compare import compare, load_methods
+
+    specs = _specs(phantoms)
+    config = _config(schemes=("dsl",), max_folds=2)
+    whole = tmp_path / "whole"
+    run_crossval(config, specs, out=whole, cache_root=tmp_path / "c0")
+    parts = []
+    for index in (1, 2):
+        part = tmp_path / f"part{index}"
+        sharded = dataclasses.replace(config, shard=(index, 2))
+        result = run_crossval(sharded, specs, out=part, cache_root=tmp_path / f"c{index}")
+        assert sum(len(m.folds_run) for m in result.methods) == 1  # one of the 2 jobs
+        parts.append(part)
+    merged = sorted(load_methods(parts), key=lambda m: m.name)
+    unsharded = sorted(load_methods([whole]), key=lambda m: m.name)
+    assert [m.name for m in merged] == [m.name for m in unsharded]
+    for ours, theirs in zip(merged, unsharded, strict=True):
+        key = lambda r: (r.domain, r.case, r.label)  # noqa: E731
+        assert sorted(ours.rows, key=key) == sorted(theirs.rows, key=key)
+    for table in ("table1", "tableS1", "per_label"):
+        ours, theirs = compare(merged).table(table), compare(unsharded).table(table)
+        assert sorted(_shown(ours), key=str) == sorted(_shown(theirs), key=str)
+    copy = tmp_path / "part1-copy"  # the same shard twice: its cases would count twice
+    shutil.copytree(parts[0], copy)
+    with pytest.raises(DatasetError, match="shards overlap"):
+        load_methods([parts[0], copy])
+
+
+def test_shard_values_are_checked() -> None:
+    import dataclasses
+
+    config = _config(schemes=("dsl",), max_folds=1)
+    for shard in ((0, 2), (3, 2), (1, 0)):
+        with pytest.raises(ConfigError, match="--shard must be I/N"):
+            dataclasses.replace(config, shard=shard)
+
+
+def _shown(table: object) -> list[tuple[object, ...]]:
+    """A comparison table as displayed (rounded: the parts' rows come in another order)."""
+    return [
+        (
+            row.group,
+            row.method,
+            sorted(row.best),
+            {
+                k: None if v is None else (round(v.mean, 6), round(v.std, 6), v.n)
+                for k, v in row.stats.items()
+            },
+        )
+        for row in table.rows  # type: ignore[attr-defined]
+    ]

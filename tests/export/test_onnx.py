@@ -12,9 +12,16 @@ import pytest
 import torch
 
 from pedseg.domains.spec import parse_descriptor
-from pedseg.errors import ConfigError, ModelError, OutputExistsError, UnknownNameError
+from pedseg.errors import (
+    ConfigError,
+    IntegrityError,
+    ModelError,
+    OutputExistsError,
+    UnknownNameError,
+)
 from pedseg.export.fold import fold_batchnorm, fold_segmenter
 from pedseg.export.onnx import (
+    DIGEST_KEY,
     METADATA_KEYS,
     ExportReport,
     check_sizes,
@@ -87,7 +94,7 @@ def test_dynamic_batch_height_and_width(exported: tuple[LoadedRun, list[ExportRe
 def test_metadata_round_trip(exported: tuple[LoadedRun, list[ExportReport]]) -> None:
     run, reports = exported
     meta = read_onnx_metadata(reports[0].path)
-    assert set(meta) == set(METADATA_KEYS)
+    assert set(meta) == {*METADATA_KEYS, DIGEST_KEY} and len(meta[DIGEST_KEY]) == 64
     spec = run.domain("ankle").spec
     assert meta["domain"] == "ankle" and meta["normalization"] == "zscore"
     assert json.loads(meta["labels"]) == {"1": "calcaneus", "2": "talus", "3": "tibia"}
@@ -241,3 +248,16 @@ def test_check_sizes() -> None:
     assert check_sizes((256, 256), 16) == [(256, 256), (128, 128), (384, 384)]
     assert check_sizes((32, 48), 4) == [(32, 48), (16, 24), (48, 72)]
     assert check_sizes((16, 16), 16) == [(16, 16), (32, 32), (48, 48)]
+
+
+def test_a_flipped_byte_in_an_export_is_refused(
+    exported: tuple[LoadedRun, list[ExportReport]], tmp_path: Path
+) -> None:
+    """A bit flipped inside a weight still parses; the sealed content digest catches it."""
+    _, reports = exported
+    data = bytearray(reports[0].path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged = tmp_path / "ankle.onnx"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="ankle.onnx: content SHA-256 .* does not match"):
+        load_onnx_model(damaged)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pedseg.errors import ConfigError, OutputExistsError, VolumeError
-from pedseg.inference import batch
+from pedseg.inference import writing
 from pedseg.inference.batch import (
     MANIFEST_NAME,
     BatchEvent,
@@ -190,7 +190,7 @@ def test_crash_while_writing_leaves_no_partial_file(
 ) -> None:
     inputs = make_inputs(tmp_path / "in", ("a",))
     out = tmp_path / "out"
-    real = batch.write_like
+    real = writing.write_like
     calls: list[Path] = []
 
     def crashing(array: np.ndarray, reference: object, path: Path, **kw: object) -> None:
@@ -200,7 +200,7 @@ def test_crash_while_writing_leaves_no_partial_file(
             raise error
         real(array, reference, path, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch, "write_like", crashing)
+    monkeypatch.setattr(writing, "write_like", crashing)
     options = BatchOptions(out=out, save_probabilities=True)
     if isinstance(error, VolumeError):
         result = predict_cases(threshold_predictor(), [inputs], options)

@@ -126,9 +126,11 @@ def test_outputs_nobody_recorded_are_not_replaced_by_continue(tmp_path: Path) ->
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.nii.gz").write_bytes(b"the user's own file")
-    with pytest.raises(Exception, match="already exists"):
-        predict_cases(threshold_predictor(), [inputs], BatchOptions(out=out, resume=True))
+    result = predict_cases(threshold_predictor(), [inputs], BatchOptions(out=out, resume=True))
+    assert [r.status for r in result.results] == ["failed"]
+    assert "a.nii.gz: already exists" in result.results[0].reason
     assert (out / "a.nii.gz").read_bytes() == b"the user's own file"
+    assert not (out / "a.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -74,3 +74,81 @@ def test_dicom_over_max_bytes(tmp_path: Path, dicom_writer: SeriesWriter) -> Non
     folder = dicom_writer(tmp_path / "series", _volume_zyx(), uid=UID_A, description="T1")
     with pytest.raises(VolumeError, match="limit"):
         read_volume(folder, max_bytes=4 * 6 * 5 * 2 - 1)
+
+
+def _series_of_eight(tmp_path: Path, dicom_writer: SeriesWriter, **options: object) -> Path:
+    volume = (np.arange(8 * 6 * 5).reshape(8, 6, 5) % 97).astype(np.int16)
+    return dicom_writer(
+        tmp_path / "series",
+        volume,
+        uid=UID_A,
+        description="T1",
+        spacing=(0.8, 0.9, 0.4),
+        **options,
+    )
+
+
+def test_missing_slice_is_refused_not_averaged(
+    tmp_path: Path, dicom_writer: SeriesWriter, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import pydicom
+
+    folder = _series_of_eight(tmp_path, dicom_writer)
+    (folder / "slice004.dcm").unlink()
+    # the files are real DICOM: a second library sees the gap in ImagePositionPatient
+    z = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in sorted(folder.iterdir())]
+    np.testing.assert_allclose(np.diff(z), [0.4, 0.4, 0.4, 0.8, 0.4, 0.4], atol=1e-6)
+    capfd.readouterr()
+    with pytest.raises(VolumeError) as info:
+        read_volume(folder)
+    assert str(info.value) == (
+        f"{folder}: slice positions are not evenly spaced: slice003.dcm to slice005.dcm is "
+        "0.8 mm where the other slices are 0.4 mm apart (a missing, duplicate or extra slice?); "
+        "pedseg reads only series whose slice gaps agree within 1%: re-export the complete series"
+    )
+    assert "Non uniform sampling" not in capfd.readouterr().err  # ITK's warning is not shown
+
+
+def test_complete_series_keeps_its_exact_spacing(
+    tmp_path: Path, dicom_writer: SeriesWriter
+) -> None:
+    volume = read_volume(_series_of_eight(tmp_path, dicom_writer))
+    np.testing.assert_allclose(volume.spacing, (0.8, 0.9, 0.4), rtol=1e-6)
+
+
+def test_oblique_series_is_evenly_spaced_along_its_normal(
+    tmp_path: Path, dicom_writer: SeriesWriter
+) -> None:
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, 0.0, s, 0.0, 1.0, 0.0, -s, 0.0, c)
+    volume = read_volume(_series_of_eight(tmp_path, dicom_writer, direction=direction))
+    np.testing.assert_allclose(volume.spacing, (0.8, 0.9, 0.4), rtol=1e-5)
+
+
+def test_duplicate_slice_position_is_refused(tmp_path: Path) -> None:
+    from pedseg.io.dicom import check_slice_positions
+
+    files = [tmp_path / f"s{i}.dcm" for i in range(4)]
+    positions = [(0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, 1.0), (0.0, 0.0, 2.0)]
+    with pytest.raises(VolumeError, match=r"s1.dcm to s2.dcm is 0 mm where the other slices are 1"):
+        check_slice_positions("ser", files, positions, (1, 0, 0, 0, 1, 0))
+
+
+def test_sheared_series_is_refused(tmp_path: Path) -> None:
+    from pedseg.io.dicom import check_slice_positions
+
+    files = [tmp_path / f"s{i}.dcm" for i in range(4)]
+    positions = [(0.3 * k, 0.0, float(k)) for k in range(4)]
+    with pytest.raises(VolumeError, match=r"s3.dcm is shifted 0.9 mm off the slice normal"):
+        check_slice_positions("ser", files, positions, (1, 0, 0, 0, 1, 0))
+
+
+def test_series_without_positions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pedseg.io.dicom import check_slice_positions
+
+    files = [tmp_path / f"s{i}.dcm" for i in range(3)]
+    check_slice_positions("ser", files, [None, None, None], (1, 0, 0, 0, 1, 0))
+    assert "spacing is not checked" in caplog.text
+    positions = [(0.0, 0.0, 0.0), None, (0.0, 0.0, 2.0)]
+    with pytest.raises(VolumeError, match=r"slice s1.dcm has no usable position"):
+        check_slice_positions("ser", files, positions, (1, 0, 0, 0, 1, 0))

@@ -287,3 +287,84 @@ def test_real_pelvis_case_round_trip(shared_data: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         written.header.get_sform(), nib.load(image_path).header.get_sform()
     )
+
+
+# ------------------------------------------------------------- which transform was used, and why
+
+
+def test_disagreeing_qform_and_sform_say_which_was_used(
+    make_nifti: NiftiMaker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pedseg.io import write_like
+    from tests.io.test_writers import GEOMETRY_FIELDS
+
+    caplog.set_level("INFO", logger="pedseg.io.readers")
+    sform = make_affine(spacing=(0.8, 0.8, 2.0), origin=(10, -20, 30))
+    qform = make_affine(spacing=(0.8, 0.8, 2.0), origin=(15, -20, 30))  # 5 mm along x
+    path = make_nifti("img.nii.gz", _data(), sform, qform_affine=qform, qform_code=1, sform_code=2)
+    volume = read_volume(path)
+    assert volume.source.affine_source == "sform"
+    np.testing.assert_allclose(volume.source.affine, sform)
+    assert volume.warnings == (
+        "qform and sform disagree (by up to 5 mm at the volume's corners); pedseg used the sform "
+        "(sform_code 2, qform_code 1), as nibabel does; tools that prefer the qform place this "
+        "scan differently",
+    )
+    assert f"{path}: qform and sform disagree" in caplog.text
+    labels = volume.with_array((volume.array > 10).astype(np.uint8))
+    assert labels.warnings == volume.warnings
+    out = tmp_path / "seg.nii.gz"
+    write_like(labels.array, labels, out)
+    written, original = nib.load(out).header, nib.load(path).header
+    for field in (*GEOMETRY_FIELDS, "pixdim"):  # both transforms go back bit for bit
+        assert written[field].tobytes() == original[field].tobytes(), field
+
+
+def test_micrometre_quaternion_rounding_is_no_disagreement(make_nifti: NiftiMaker) -> None:
+    """The real pelvis scans' qform differs from their sform by ~3 um (a quaternion cannot hold a
+    slight shear): not worth a warning."""
+    sform = make_affine(spacing=(0.8, 0.8, 2.0), origin=(10, -20, 30))
+    qform = make_affine(spacing=(0.8, 0.8, 2.0), origin=(10.003, -20, 30))
+    path = make_nifti("img.nii.gz", _data(), sform, qform_affine=qform, qform_code=1, sform_code=1)
+    assert read_volume(path).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("qform_code", "sform_code", "source", "warned"),
+    [
+        (1, 1, "sform", False),
+        (1, 0, "qform", False),
+        (0, 1, "sform", False),
+        (0, 0, "pixdim", True),
+    ],
+)
+def test_affine_source_of_agreeing_or_single_transforms(
+    make_nifti: NiftiMaker, qform_code: int, sform_code: int, source: str, warned: bool
+) -> None:
+    affine = make_affine(spacing=(0.7, 1.1, 2.5), angles=(0.3, -0.2, 0.5), origin=(3, -4, 5))
+    path = make_nifti(
+        "img.nii.gz", _data(), affine, qform_code=qform_code, sform_code=sform_code
+    )  # an oblique qform is stored as float32 quaternions: rounding is not a disagreement
+    volume = read_volume(path)
+    assert volume.source.affine_source == source
+    assert bool(volume.warnings) == warned
+    if warned:
+        assert volume.warnings[0].startswith("neither qform nor sform is set (both codes 0)")
+
+
+def test_itk_formats_record_their_affine_source(tmp_path: Path) -> None:
+    image = sitk.GetImageFromArray(_data().astype(np.int16))
+    sitk.WriteImage(image, str(tmp_path / "img.mha"))
+    volume = read_volume(tmp_path / "img.mha")
+    assert volume.source.affine_source == "itk" and volume.warnings == ()
+
+
+def test_corrupt_mha_header_prints_nothing_itself(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.mha"
+    path.write_text("ObjectType = Image\nNDims = 3\nDimSize = 4 4 zz\nElementDataFile = LOCAL\n")
+    capfd.readouterr()
+    with pytest.raises(VolumeError, match="is not a readable MHA file"):
+        read_volume(path)
+    assert capfd.readouterr().err == ""  # MetaIO's own lines ("M_Read: Error parsing") are kept out

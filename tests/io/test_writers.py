@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pedseg.errors import OutputExistsError, VolumeError
+from pedseg.errors import OutputError, OutputExistsError, VolumeError
 from pedseg.io import read_volume, write_like, write_volume
 from tests.io.conftest import NiftiMaker, make_affine, rotation, save_nifti
 
@@ -236,7 +236,7 @@ def test_failed_write_leaves_nothing(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(nib, "save", broken_save)
-    with pytest.raises(VolumeError, match="No space left on device"):
+    with pytest.raises(OutputError, match=r"seg.nii.gz: cannot be written: No space left"):
         write_like(volume.array, volume, out_dir / "seg.nii.gz")
     assert list(out_dir.iterdir()) == []
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedseg.errors import ModelError, TrainingError
+from pedseg.errors import IntegrityError, ModelError, TrainingError
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.runfolder.checkpoint import (
     find_checkpoint,
@@ -102,3 +102,26 @@ def test_unreadable_checkpoints(tmp_path: Path) -> None:
     (folder / "state.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(TrainingError, match="unknown format"):
         load_checkpoint(folder, model=model)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "rng.safetensors"])
+def test_a_flipped_byte_is_refused_naming_the_file(tmp_path: Path, name: str) -> None:
+    model, optimizer = _setup(0)
+    folder = tmp_path / "latest"
+    save_checkpoint(folder, model=model, optimizer=optimizer, state={"epoch": 1})
+    data = bytearray((folder / name).read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, deep inside the tensor data: still loadable
+    (folder / name).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"{name}: SHA-256 .* does not match"):
+        load_checkpoint(folder, model=model, optimizer=optimizer)
+
+
+def test_a_checkpoint_without_hashes_is_not_resumed_from(tmp_path: Path) -> None:
+    model, optimizer = _setup(0)
+    folder = tmp_path / "latest"
+    save_checkpoint(folder, model=model, optimizer=optimizer, state={"epoch": 1})
+    state = json.loads((folder / "state.json").read_text())
+    del state["sha256"]
+    (folder / "state.json").write_text(json.dumps(state))
+    with pytest.raises(IntegrityError, match="records no SHA-256"):
+        load_checkpoint(folder, model=model, optimizer=optimizer)

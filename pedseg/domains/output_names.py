@@ -29,3 +29,17 @@ def did_you_mean(value: str, known: tuple[str, ...] | list[str]) -> str:
     """``"; did you mean 'mesh-stl'?"`` or ``""``."""
     close = get_close_matches(value, list(known), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+LABEL_COLORS = (  # label k of a domain (in descriptor order) gets colour k, everywhere
+    "#e6194b",
+    "#3cb44b",
+    "#ffe119",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+)

@@ -1,0 +1,384 @@
+"""Measured training-step times per machine and candidate configuration, cached on disk.
+
+:func:`measure_step_seconds` times the real thing: the :class:`~pedseg.models.unet.MultiDomainUNet`
+a :class:`StepSpec` describes, a synthetic batch chunked per domain as the sampler chunks it, moved to
+the device and augmented there, the trainer's losses (:func:`pedseg.training.step.compute_losses`)
+under the spec's autocast, backward and the Adam step; ``warmup`` untimed steps, then the median of
+``steps`` timed ones (a CUDA device is synchronised before each clock reading). Reading batches from
+the slice cache is not included (it is a memory-mapped copy, small next to a step).
+
+Times are cached per machine (:class:`Machine`: device type, CPU model or GPU name, cores, torch
+threads, torch version) and spec in ``$PEDSEG_HOME/step_times.json``, written atomically. A damaged
+file is ignored with a warning and rewritten on the next measurement; a damaged entry is skipped.
+The clock and the timer are arguments, so tests inject them and never time anything real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pedseg.domains.registry import pedseg_home
+from pedseg.errors import ConfigError
+from pedseg.io.atomic import write_text_atomic
+
+__all__ = [
+    "PRECISIONS",
+    "CachedTimer",
+    "Clock",
+    "Machine",
+    "StepRunner",
+    "StepSpec",
+    "StepTimeCache",
+    "Timer",
+    "detect_machine",
+    "measure_step_seconds",
+]
+
+logger = logging.getLogger(__name__)
+
+TIMES_FORMAT = 1
+TIMES_FILE = "step_times.json"
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+_SCHEMES = ("joint", "dsl", "dsl-contrastive")
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One candidate training configuration, as far as it costs time.
+
+    ``num_classes`` holds each domain's head size (its labels + background), in domain order; the
+    global batch is split over the domains as :func:`pedseg.data.sampler.domain_counts` splits it.
+    ``precision`` is ``fp32`` or ``bf16`` (autocast).
+    """
+
+    image_size: int
+    base_width: int
+    depth: int
+    batch_size: int
+    num_classes: tuple[int, ...]
+    arch: str = "unet"
+    scheme: str = "dsl-contrastive"
+    seg_loss: str = "dice-ce"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_classes", tuple(self.num_classes))
+        for name, low in (("image_size", 16), ("base_width", 1), ("depth", 2), ("batch_size", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.image_size % 2 ** (self.depth - 1):
+            raise ConfigError(
+                f"image_size {self.image_size} must be a multiple of 2**(depth - 1) = "
+                f"{2 ** (self.depth - 1)}"
+            )
+        if not self.num_classes or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in self.num_classes
+        ):
+            raise ConfigError(f"num_classes must be integers >= 2, got {self.num_classes!r}")
+        if self.batch_size < 2 * len(self.num_classes):
+            raise ConfigError(
+                f"batch_size must be >= 2 per domain, got {self.batch_size} for "
+                f"{len(self.num_classes)} domains"
+            )
+        if self.scheme not in _SCHEMES:
+            raise ConfigError(f"scheme must be one of {', '.join(_SCHEMES)}, got {self.scheme!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.num_classes)
+
+    def key(self) -> str:
+        """A stable string naming everything that costs time."""
+        classes = "-".join(str(c) for c in self.num_classes)
+        layout = "cl" if self.channels_last else "nchw"
+        return (
+            f"{self.arch}|{self.scheme}|{self.seg_loss}|{self.image_size}|w{self.base_width}|"
+            f"d{self.depth}|b{self.batch_size}|c{classes}|{self.precision}|{layout}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["num_classes"] = list(self.num_classes)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> StepSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        if not isinstance(raw, Mapping) or set(raw) - known:
+            raise ConfigError(f"step spec must be a mapping with keys {sorted(known)}, got {raw!r}")
+        return cls(**raw)
+
+    def relative_cost(self) -> float:
+        """Convolution work up to a constant: every level of a UNet costs width² x pixels."""
+        return float(self.base_width**2 * self.image_size**2 * self.batch_size * self.depth)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a step time depends on besides the spec."""
+
+    device: str
+    name: str
+    cores: int
+    threads: int
+    torch_version: str
+
+    def key(self) -> str:
+        return f"{self.device}|{self.name}|{self.cores}c|{self.threads}t|torch {self.torch_version}"
+
+    def describe(self) -> str:
+        if self.device == "cpu":
+            return f"{self.name} ({self.cores} cores, {self.threads} torch threads)"
+        return f"{self.name} (torch {self.torch_version})"
+
+
+def _cpu_name() -> str:
+    try:
+        with Path("/proc/cpuinfo").open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.partition(":")[2].strip() or "unknown CPU"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def detect_machine(device: str) -> Machine:
+    """The :class:`Machine` of ``device`` (``cpu``, ``cuda`` or ``cuda:N``) in this process."""
+    import torch
+
+    if device == "cpu":
+        name = _cpu_name()
+    elif device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return Machine(
+        device="cpu" if device == "cpu" else "cuda",
+        name=name,
+        cores=_cores(),
+        threads=torch.get_num_threads(),
+        torch_version=str(torch.__version__),
+    )
+
+
+def synthetic_batch(spec: StepSpec, *, step: int, seed: int = 0) -> Any:
+    """A :class:`~pedseg.training.step.HostBatch` of noise with disc-shaped labels per class."""
+    from pedseg.data.sampler import domain_counts
+    from pedseg.training.step import HostBatch
+
+    rng = np.random.default_rng([seed, step])
+    size, batch = spec.image_size, spec.batch_size
+    counts = domain_counts(batch, spec.num_domains, step=step)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = rng.normal(0.0, 1.0, (batch, 1, size, size)).astype(np.float32)
+    targets = np.zeros((batch, size, size), dtype=np.int64)
+    for i, k in enumerate(np.repeat(np.arange(spec.num_domains), counts)):
+        for c in range(1, spec.num_classes[k]):
+            cy, cx, r = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.75), rng.uniform(0.05, 0.2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            targets[i][disc] = c
+            images[i, 0][disc] += c
+    chunks = [(k, n) for k, n in enumerate(counts) if n > 0]
+    positions = np.arange(batch, dtype=np.int64)
+    return HostBatch(images=images, targets=targets, chunks=chunks, positions=positions)
+
+
+class StepRunner:
+    """One spec's model, optimizer and two synthetic batches; :meth:`step` times one step."""
+
+    def __init__(
+        self,
+        spec: StepSpec,
+        *,
+        device: str = "cpu",
+        seed: int = 0,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        import torch
+
+        from pedseg.data.augment import AugmentConfig
+        from pedseg.models.build import ModelConfig, build_model
+        from pedseg.runtime import resolve_device
+
+        self.spec, self.seed, self.clock = spec, seed, clock
+        self.device = resolve_device(device)
+        torch.manual_seed(seed)
+        norm = "bn" if spec.scheme == "joint" else "dsbn"
+        config = ModelConfig(
+            arch=spec.arch, base_width=spec.base_width, depth=spec.depth, norm=norm
+        )
+        classes = [sum(spec.num_classes)] if spec.scheme == "joint" else list(spec.num_classes)
+        model = build_model(config, num_classes=classes).to(self.device).train()
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.dtype = torch.bfloat16 if spec.precision == "bf16" else None
+        self.batches = [synthetic_batch(spec, step=i, seed=seed) for i in range(2)]
+        self.augment = AugmentConfig()
+        self.steps = 0
+
+    def step(self) -> float:
+        """Run one training step; its seconds by the clock (two readings, device synchronised)."""
+        import torch
+
+        from pedseg.runtime import autocast
+        from pedseg.training.step import LossSpec, compute_losses, to_device
+
+        spec, target = self.spec, self.device
+        host = self.batches[self.steps % 2]
+        self.steps += 1
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        start = self.clock()
+        images, targets = to_device(
+            host,
+            device=target,
+            channels_last=spec.channels_last,
+            augment=self.augment,
+            global_size=spec.batch_size,
+            seed=self.seed,
+            epoch=1,
+            step=self.steps,
+        )
+        with autocast(target, self.dtype):
+            terms = compute_losses(
+                self.model,
+                images,
+                targets,
+                host.chunks,
+                loss=LossSpec(spec.scheme, tau=0.1, lam=0.1, seg_loss=spec.seg_loss),
+            )
+        bool(torch.isfinite(terms.total))  # the trainer's finite-loss check syncs here too
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        return float(self.clock() - start)
+
+
+def measure_step_seconds(
+    spec: StepSpec,
+    *,
+    device: str = "cpu",
+    warmup: int = 2,
+    steps: int = 3,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> float:
+    """The median seconds of ``steps`` training steps of ``spec`` after ``warmup`` (module doc)."""
+    if warmup < 0 or steps < 1:
+        raise ConfigError(f"need warmup >= 0 and steps >= 1, got {warmup} and {steps}")
+    runner = StepRunner(spec, device=device, seed=seed, clock=clock)
+    for _ in range(warmup):
+        runner.step()
+    return float(statistics.median(runner.step() for _ in range(steps)))
+
+
+Timer = Callable[[StepSpec], float]
+"""Seconds per training step of a spec (on the machine the planner plans for)."""
+
+
+class StepTimeCache:
+    """Step times by (machine, spec) in one JSON file (default ``$PEDSEG_HOME/step_times.json``)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else pedseg_home() / TIMES_FILE
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or raw.get("format") != TIMES_FORMAT:
+                raise ValueError(f"format is not {TIMES_FORMAT}")
+            entries = raw["entries"]
+            if not isinstance(entries, dict):
+                raise ValueError("entries is not a mapping")
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning(
+                "ignoring the damaged step-time cache %s (%s); it is rewritten on the next "
+                "measurement",
+                self.path,
+                exc,
+            )
+            return {}
+        return {str(k): v for k, v in entries.items() if isinstance(v, dict)}
+
+    def get(self, machine: Machine, spec: StepSpec) -> float | None:
+        """The cached seconds per step, or ``None``."""
+        entry = self._load().get(_entry_key(machine, spec))
+        if entry is None:
+            return None
+        seconds = entry.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            logger.warning("ignoring a damaged entry of %s: %s", self.path, spec.key())
+            return None
+        return float(seconds)
+
+    def put(self, machine: Machine, spec: StepSpec, seconds: float) -> None:
+        """Record ``seconds`` (atomically rewriting the file)."""
+        if not seconds > 0:
+            raise ConfigError(f"a step time must be > 0 seconds, got {seconds!r}")
+        entries = self._load()
+        entries[_entry_key(machine, spec)] = {
+            "machine": asdict(machine),
+            "spec": spec.to_dict(),
+            "seconds": float(seconds),
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        payload = {"format": TIMES_FORMAT, "entries": dict(sorted(entries.items()))}
+        write_text_atomic(self.path, json.dumps(payload, indent=1) + "\n")
+
+
+def _entry_key(machine: Machine, spec: StepSpec) -> str:
+    return f"{machine.key()} :: {spec.key()}"
+
+
+@dataclass
+class CachedTimer:
+    """A :data:`Timer` that answers from ``cache`` and measures (then caches) what it lacks."""
+
+    machine: Machine
+    cache: StepTimeCache
+    measure: Timer
+    measured: list[StepSpec] = field(default_factory=list)
+    """The specs this timer measured (not found in the cache)."""
+
+    def __call__(self, spec: StepSpec) -> float:
+        cached = self.cache.get(self.machine, spec)
+        if cached is not None:
+            return cached
+        logger.info("measuring the step time of %s on %s", spec.key(), self.machine.describe())
+        seconds = float(self.measure(spec))
+        self.cache.put(self.machine, spec, seconds)
+        self.measured.append(spec)
+        return seconds

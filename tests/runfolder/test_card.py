@@ -1,0 +1,89 @@
+"""The model card: a typed round trip, the previous format, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pedseg.errors import ModelError
+from pedseg.runfolder import RunLayout
+from pedseg.runfolder.card import CARD_FORMAT, ModelCard, read_card, write_card
+from pedseg.runfolder.loading import load_run
+from tests.conftest_runs import copy_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _raw(run: Path) -> dict[str, object]:
+    return json.loads(RunLayout(run).card.read_text())
+
+
+def test_card_round_trip(tiny_run: Path, tiny_baseline_run: Path, tmp_path: Path) -> None:
+    for source in (tiny_run, tiny_baseline_run):
+        card = read_card(source)
+        again = tmp_path / f"{source.parent.name}-{source.name}"
+        again.mkdir()
+        write_card(again, card)
+        as_json = json.loads(json.dumps(card.to_json()))
+        assert json.loads(json.dumps(read_card(again).to_json())) == as_json
+        assert _raw(again) == as_json and as_json["format"] == CARD_FORMAT
+    card = read_card(tiny_run)
+    assert card.kind == "model" and card.domains == ("ankle", "shoulder")
+    assert card.spec("ankle").content_hash() == card.descriptor_hashes["ankle"]
+    assert set(card.artifacts) == {"domains.safetensors"}  # the profiles' hash is recorded
+
+
+def test_a_format_1_card_is_read_and_its_run_loads(tiny_run: Path, tmp_path: Path) -> None:
+    """What pedseg 0.1 wrote: format 1, no artifact hashes."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    raw = _raw(run)
+    raw["format"] = 1
+    del raw["artifacts"]
+    RunLayout(run).card.write_text(json.dumps(raw))
+    card = read_card(run)
+    assert card.artifacts == {} and card.model_sha256 == raw["model_sha256"]
+    loaded = load_run(run)
+    assert loaded.domains == ("ankle", "shoulder")
+    from pedseg.runfolder.profiles import load_profiles
+
+    assert set(load_profiles(loaded)) == {"ankle", "shoulder"}  # read unchecked
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": 3, "pedseg_version": "9.0"}, "written by pedseg 9.0, newer .* upgrade pedseg"),
+        ({"format": 0}, "unknown model format 0"),
+        ({"color": "blue"}, "unknown field 'color'"),
+        ({"kind": "tree"}, "unknown kind 'tree'"),
+        ({"best_metric": "high"}, "best_metric must be a finite number"),
+        ({"model_sha256": "abc"}, "model_sha256 must be a hex SHA-256"),
+        ({"image_size": [256]}, r"image_size must be \[H, W\]"),
+    ],
+)
+def test_invalid_cards_are_one_line_errors(
+    tiny_run: Path, tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    raw = {**_raw(run), **change}
+    RunLayout(run).card.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=message) as info:
+        read_card(run)
+    assert "\n" not in str(info.value) and str(RunLayout(run).card) in str(info.value)
+
+
+def test_label_mapping_must_match_descriptor_and_heads(tiny_run: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    raw = _raw(run)
+    raw["label_mapping"]["ankle"]["head"] = 7  # type: ignore[index]
+    RunLayout(run).card.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=r"label_mapping.ankle: head 7 is not in \[0, 2\)"):
+        read_card(run)
+
+
+def test_a_card_of_kind_model_needs_its_network(tmp_path: Path) -> None:
+    card = ModelCard(kind="model", scheme="dsl", domains=("a",), training={})
+    with pytest.raises(ModelError, match="needs its model config"):
+        write_card(tmp_path, card)

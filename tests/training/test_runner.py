@@ -1,0 +1,123 @@
+"""The epoch runner: the schedule applied step by step, a budget that fits the epochs, resumes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pedseg.domains.spec import DomainSpec
+from pedseg.training.config import TrainConfig
+from pedseg.training.events import TrainEvent
+from pedseg.training.loop import train
+from pedseg.training.runner import BUDGET_RESERVE, Budget
+from pedseg.training.schedule import schedule_of
+from tests.conftest_runs import single_thread
+
+pytestmark = pytest.mark.usefixtures("no_plots")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+class Ticks:
+    """A fake clock: every reading is one second after the previous one."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_budget_fit_arithmetic() -> None:
+    budget = Budget(seconds=100.0, started=0.0, clock=lambda: 10.0)
+    assert budget.remaining() == pytest.approx(100 * (1 - BUDGET_RESERVE) - 10)
+    assert budget.fit(6.0, done=1) == 1 + math.floor(budget.remaining() / 6.0)
+    late = Budget(seconds=100.0, started=0.0, clock=lambda: 500.0)
+    assert late.fit(6.0, done=1) == 1  # over budget already: stop after the epoch done
+
+
+def test_the_schedule_is_applied_every_step(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = tiny_config(epochs=3, schedule="cosine", warmup_steps=2, min_lr_ratio=0.01)
+    result = train(config, specs, out=tmp_path / "run", cache_root=cache_root)
+    schedule, total = schedule_of(config), 3 * 3
+    for row in result.history:  # the rate of each epoch's last step
+        assert float(row["lr"]) == pytest.approx(schedule.lr_at(int(row["step"]) - 1, total))
+    assert float(result.history[-1]["lr"]) < 0.1 * config.lr  # decayed by the end
+
+
+def test_a_budget_fits_the_epochs_and_the_schedule_completes(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = tiny_config(epochs=20, schedule="cosine", min_lr_ratio=0.01)
+    budget = Budget(seconds=40.0, started=0.0, clock=lambda: 5.0)  # 5 s gone before epoch 2
+    events: list[TrainEvent] = []
+    result = train(
+        config,
+        specs,
+        out=tmp_path / "run",
+        cache_root=cache_root,
+        budget=budget,
+        clock=Ticks(),
+        callback=events.append,
+    )
+    epoch_seconds = float(result.history[0]["seconds"])
+    expected = 1 + math.floor((40.0 * (1 - BUDGET_RESERVE) - 5.0) / epoch_seconds)
+    assert 1 < expected < 20 and result.epochs == expected == len(result.history)
+    last = result.history[-1]
+    total = expected * 3
+    assert int(last["step"]) == total
+    assert float(last["lr"]) == pytest.approx(schedule_of(config).lr_at(total - 1, total))
+    ends = [e for e in events if e.kind == "epoch_end"]
+    assert {e.epochs for e in ends[1:]} == {expected}  # the display knows from epoch 2 on
+
+
+def test_a_resumed_budget_run_keeps_its_fitted_epochs(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = tiny_config(epochs=20, schedule="cosine", min_lr_ratio=0.01)
+
+    def budget() -> Budget:
+        return Budget(seconds=40.0, started=0.0, clock=lambda: 5.0)
+
+    whole = train(
+        config, specs, out=tmp_path / "whole", cache_root=cache_root, budget=budget(), clock=Ticks()
+    )
+
+    def stop_after_two(event: TrainEvent) -> None:
+        if event.kind == "epoch_end" and event.epoch == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            config,
+            specs,
+            out=out,
+            cache_root=cache_root,
+            budget=budget(),
+            clock=Ticks(),
+            callback=stop_after_two,
+        )
+    again = train(config, specs, out=out, cache_root=cache_root, resume=True, clock=Ticks())
+    assert again.epochs == whole.epochs
+    assert [r["lr"] for r in again.history] == [r["lr"] for r in whole.history]
+    assert [r["loss_total"] for r in again.history] == [r["loss_total"] for r in whole.history]
