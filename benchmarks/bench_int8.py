@@ -45,6 +45,7 @@ import torch
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.registry import parse_data_overrides
 from pedseg.domains.spec import DomainSpec
+from pedseg.export.cpu import cpu_flags, cpu_model
 from pedseg.export.int8_check import verify_int8
 from pedseg.export.int8_graph import int8_source, untie_initializers
 from pedseg.export.onnx import export_domain
@@ -52,11 +53,10 @@ from pedseg.export.quantize import (
     Int8Options,
     calibration_data,
     data_specs,
-    predictor_pair,
     quantize_graph,
 )
 from pedseg.inference.backends import OnnxBackend, num_threads
-from pedseg.inference.int8_choice import cpu_flags, cpu_model
+from pedseg.inference.int8_export import predictor_pair
 from pedseg.io.volume import Volume
 from pedseg.models import ModelConfig, build_model, count_flops
 from pedseg.models.segmenter import DomainSegmenter

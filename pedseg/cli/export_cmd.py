@@ -11,7 +11,7 @@ from pedseg.cli.options import data_option, domain_names, model_option, out_opti
 from pedseg.cli.render import console, ok
 
 if TYPE_CHECKING:
-    from pedseg.export.quantize import Int8Report
+    from pedseg.inference.int8_export import Int8Report
 
 
 def export_onnx(
@@ -57,7 +57,8 @@ def export_onnx(
     names = domain_names(domains, more_domains)
     if int8:
         from pedseg.domains.registry import parse_data_overrides
-        from pedseg.export.quantize import Int8Options, data_specs, export_int8_run
+        from pedseg.export.quantize import Int8Options, data_specs
+        from pedseg.inference.int8_export import export_int8_run
 
         options = Int8Options(
             method=calibration,  # type: ignore[arg-type]  # checked by Int8Options

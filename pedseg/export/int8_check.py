@@ -1,9 +1,9 @@
 """Accuracy verification and speed record of an int8 export against its fp32 graph.
 
 Verification (:func:`verify_int8`): every validation case of the domain (the run's held-out cases)
-is read once and predicted whole by two :class:`~pedseg.inference.predictor.Predictor` objects, one
-over the fp32 graph and one over the int8 graph, so preprocessing and post-processing are
-identical. Two figures decide:
+is read once and predicted whole by two predictors (pedseg's
+:class:`~pedseg.inference.predictor.Predictor`, one over the fp32 graph and one over the int8
+graph, :mod:`pedseg.inference.int8_export`), so preprocessing and post-processing are identical. Two figures decide:
 
 * **agreement**, per volume: the mean over the domain's labels present in either label map of the
   Dice between the fp32 and the int8 label maps (1 when neither holds any label); every volume must
@@ -22,36 +22,43 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pedseg.data.dataset import Case
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import DatasetError, ModelError, VolumeError
-from pedseg.inference.int8_choice import cpu_flags, cpu_model
-from pedseg.inference.predictor import Predictor
+from pedseg.export.cpu import cpu_flags, cpu_model
 from pedseg.io import check_pair, read_label, read_volume
-
-if TYPE_CHECKING:
-    from pedseg.runfolder.loading import DomainModel
+from pedseg.io.volume import Volume
 
 __all__ = [
     "AGREEMENT_MIN",
     "MAX_DICE_DROP",
     "SpeedRecord",
     "Verification",
+    "VolumePredictor",
     "check_verification",
     "dice",
     "measure_speed",
-    "predictor_pair",
     "verify_int8",
 ]
 
 AGREEMENT_MIN = 0.98
 MAX_DICE_DROP = 0.005
 SPEED_ROUNDS = 3
+
+
+class _Labelled(Protocol):
+    @property
+    def labels(self) -> np.ndarray: ...
+
+
+class VolumePredictor(Protocol):
+    """What verification needs of a predictor (:class:`pedseg.inference.predictor.Predictor`)."""
+
+    def predict(self, volume: Volume) -> _Labelled: ...
 
 
 @dataclass(frozen=True)
@@ -124,33 +131,6 @@ class SpeedRecord:
         }
 
 
-def predictor_pair(
-    domain_model: DomainModel, fp32: bytes, int8: bytes, *, batch_size: int = 8
-) -> tuple[Predictor, Predictor]:
-    """Predictors over the fp32 and the int8 graph (onnxruntime, CPU), otherwise identical."""
-    from pedseg.inference.backends import OnnxBackend, num_threads
-    from pedseg.inference.int8_choice import INT8_BACKEND
-    from pedseg.inference.predictor import ModelInfo
-
-    info = ModelInfo(
-        spec=domain_model.spec,
-        image_size=domain_model.image_size,
-        model_sha256=domain_model.model_sha256,
-        scheme=domain_model.scheme,
-        source=domain_model.layout.root if domain_model.layout else Path(),
-    )
-    threads = num_threads()
-    predictors = tuple(
-        Predictor(
-            info,
-            OnnxBackend(data, device="cpu", threads=threads, name=name),
-            batch_size=batch_size,
-        )
-        for data, name in ((fp32, "onnx"), (int8, INT8_BACKEND))
-    )
-    return predictors[0], predictors[1]
-
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """``2|a∩b| / (|a|+|b|)`` of two boolean masks; 1 when both are empty."""
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
@@ -158,7 +138,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def verify_int8(
-    fp32: Predictor, int8: Predictor, cases: Sequence[Case], *, spec: DomainSpec
+    fp32: VolumePredictor, int8: VolumePredictor, cases: Sequence[Case], *, spec: DomainSpec
 ) -> Verification:
     """Predict every case with both predictors and collect the figures (no threshold applied)."""
     if not cases:

@@ -1,6 +1,8 @@
-"""int8 exports: a statically quantised graph per domain, calibrated on its training slices, verified.
+"""int8 exports: a statically quantised graph per domain, calibrated on its training slices.
 
-``export-onnx --int8`` writes ``RUN/onnx/<domain>.int8.onnx`` (:meth:`RunLayout.onnx_int8`):
+``export-onnx --int8`` writes ``RUN/onnx/<domain>.int8.onnx`` (:meth:`RunLayout.onnx_int8`); this
+module builds and writes the graph (steps 1-4 and the file), :mod:`pedseg.inference.int8_export`
+runs the steps and verifies the graph with pedseg's predictor (step 5):
 
 1. the domain's fp32 graph, exported and verified against PyTorch exactly as ``export-onnx`` does
    (:func:`pedseg.export.onnx.export_domain`, into a temporary folder); it is the reference;
@@ -20,7 +22,8 @@
    the operations);
 5. verification on the validation cases and a speed record (:mod:`pedseg.export.int8_check`);
    a graph that fails is not written; the file is written atomically (nothing partial) with the
-   fp32 metadata plus ``precision: int8`` and :data:`INT8_METADATA_KEYS` (JSON).
+   fp32 metadata plus ``precision: int8`` and :data:`INT8_METADATA_KEYS` (JSON), sealed with its
+   content digest like every export (:func:`write_int8`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ import contextlib
 import io
 import json
 import logging
-import tempfile
-import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,13 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, ModelError, OutputExistsError
-from pedseg.export.int8_check import (
-    SpeedRecord,
-    Verification,
-    check_verification,
-    predictor_pair,
-)
+from pedseg.errors import ConfigError, ModelError
 from pedseg.export.int8_graph import float_nodes, int8_source
 from pedseg.export.onnx import INPUT_NAME, export_metadata
 from pedseg.io.atomic import atomic_path
@@ -61,12 +56,13 @@ __all__ = [
     "CALIBRATION_METHODS",
     "INT8_METADATA_KEYS",
     "Int8Options",
-    "Int8Report",
+    "build_int8",
     "calibration_data",
+    "calibration_record",
     "data_specs",
-    "export_int8_domain",
-    "export_int8_run",
     "quantize_graph",
+    "reduce_range",
+    "write_int8",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,7 +73,6 @@ ACTIVATION_TYPES: tuple[str, ...] = ("uint8", "int8")
 INT8_METADATA_KEYS: tuple[str, ...] = ("calibration", "verification", "speed")
 MAX_CALIBRATION_SLICES = 1000
 CALIBRATION_BATCH = 4
-SPEED_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -108,18 +103,6 @@ class Int8Options:
             )
         if isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-
-
-@dataclass(frozen=True)
-class Int8Report:
-    """One verified int8 export."""
-
-    domain: str
-    path: Path
-    calibration: Mapping[str, Any]
-    verification: Verification
-    speed: SpeedRecord
-    seconds: float
 
 
 def data_specs(
@@ -153,97 +136,59 @@ def data_specs(
     return out
 
 
-def export_int8_run(
-    run: LoadedRun,
-    specs: Mapping[str, DomainSpec],
-    *,
-    domains: Sequence[str] | None = None,
-    out_dir: Path | None = None,
-    options: Int8Options | None = None,
-    overwrite: bool = False,
-) -> list[Int8Report]:
-    """The int8 export of every domain of ``run`` (or ``domains``) into ``out_dir`` (default
-    ``RUN/onnx``); ``specs`` give each domain's data (:func:`data_specs`). Nothing is written when
-    any destination exists and ``overwrite`` is false."""
-    names = list(domains if domains else run.domains)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
-    models = [run.domain(name) for name in names]
-    targets = [run.layout.onnx_int8(name, folder=out_dir) for name in names]
-    if not overwrite:
-        for target in targets:
-            if target.exists():
-                raise OutputExistsError(target)
-    opts = options if options is not None else Int8Options()
-    return [
-        export_int8_domain(model, specs[model.spec.name], target, options=opts, overwrite=overwrite)
-        for model, target in zip(models, targets, strict=True)
-    ]
-
-
-def export_int8_domain(
-    domain_model: DomainModel,
-    data_spec: DomainSpec,
-    path: Path,
-    *,
-    options: Int8Options | None = None,
-    overwrite: bool = False,
-) -> Int8Report:
-    """Calibrate, quantise, verify and write one domain's int8 graph (see the module docstring)."""
-    import onnx
-
-    from pedseg.export.int8_check import measure_speed, verify_int8
+def build_int8(
+    domain_model: DomainModel, images: np.ndarray, folder: Path, options: Int8Options
+) -> tuple[bytes, onnx.ModelProto]:
+    """Steps 1, 2 and 4 of the module docstring in ``folder``: the verified fp32 graph (its bytes,
+    the reference) and the quantised model (metadata not set yet)."""
     from pedseg.export.onnx import export_domain
-    from pedseg.inference.backends import num_threads
 
-    started = time.perf_counter()
-    opts = options if options is not None else Int8Options()
-    path = Path(path)
-    name = domain_model.spec.name
-    if not overwrite and path.exists():
-        raise OutputExistsError(path)
-    images, train_ids, cases = calibration_data(domain_model, data_spec, options=opts)
-    with tempfile.TemporaryDirectory(prefix="pedseg-int8-") as tmp:
-        folder = Path(tmp)
-        export_domain(domain_model, folder / "fp32.onnx")
-        fp32_bytes = (folder / "fp32.onnx").read_bytes()
-        source = int8_source(domain_model, folder / "source.onnx", reference=fp32_bytes)
-        model = quantize_graph(source, folder / "int8.onnx", images, opts)
-    calibration = {
+    export_domain(domain_model, folder / "fp32.onnx")
+    fp32 = (folder / "fp32.onnx").read_bytes()
+    source = int8_source(domain_model, folder / "source.onnx", reference=fp32)
+    return fp32, quantize_graph(source, folder / "int8.onnx", images, options)
+
+
+def calibration_record(
+    images: np.ndarray, train_ids: Sequence[str], options: Int8Options
+) -> dict[str, Any]:
+    """The ``calibration`` metadata entry."""
+    return {
         "slices": int(images.shape[0]),
         "cases": len(train_ids),
-        "method": opts.method,
-        "activations": opts.activations,
+        "method": options.method,
+        "activations": options.activations,
         "weights": "int8 per channel" + (", 7-bit range" if reduce_range() else ""),
         "format": "QDQ",
         "float": "first encoder level, head, softmax"
-        if opts.float_first_level
+        if options.float_first_level
         else "head, softmax",
     }
-    fp32, int8 = predictor_pair(
-        domain_model, fp32_bytes, model.SerializeToString(), batch_size=opts.batch_size
-    )
-    verification = verify_int8(fp32, int8, cases, spec=domain_model.spec)
-    check_verification(verification, domain=name)
-    speed = measure_speed(fp32.backend, int8.backend, images[:SPEED_BATCH], threads=num_threads())
+
+
+def write_int8(
+    model: onnx.ModelProto,
+    path: Path,
+    domain_model: DomainModel,
+    *,
+    records: Mapping[str, Mapping[str, Any]],
+    overwrite: bool = False,
+) -> None:
+    """Write ``model`` atomically with the fp32 export's metadata, ``precision: int8`` and
+    ``records`` (:data:`INT8_METADATA_KEYS`, as JSON), sealed like every pedseg export."""
+    import onnx
+
+    from pedseg.export.onnx import _seal
+
+    missing = sorted(set(INT8_METADATA_KEYS) - set(records))
+    if missing:
+        raise ModelError(f"int8 metadata lacks {', '.join(missing)}; report this bug")
     meta = export_metadata(domain_model, precision="int8")
-    meta.update(
-        calibration=json.dumps(calibration, sort_keys=True),
-        verification=json.dumps(verification.to_dict(), sort_keys=True),
-        speed=json.dumps(speed.to_dict(), sort_keys=True),
-    )
+    meta.update({key: json.dumps(records[key], sort_keys=True) for key in INT8_METADATA_KEYS})
     onnx.helper.set_model_props(model, meta)
-    with atomic_path(path, overwrite=overwrite) as tmp_path:
-        tmp_path.write_bytes(model.SerializeToString())
-    return Int8Report(
-        domain=name,
-        path=path,
-        calibration=calibration,
-        verification=verification,
-        speed=speed,
-        seconds=time.perf_counter() - started,
-    )
+    payload = _seal(model)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(payload)
 
 
 # ---------------------------------------------------------------------- calibration data
@@ -343,7 +288,7 @@ def reduce_range() -> bool:
     sums (onnxruntime's advice); full 8-bit weights elsewhere."""
     import platform
 
-    from pedseg.inference.int8_choice import cpu_flags
+    from pedseg.export.cpu import cpu_flags
 
     flags = cpu_flags()
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")

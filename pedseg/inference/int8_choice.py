@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pedseg.errors import ModelError
+from pedseg.export.cpu import cpu_model
 from pedseg.runfolder.layout import RunLayout
 
 __all__ = [
@@ -33,8 +32,6 @@ __all__ = [
     "MIN_SPEEDUP",
     "Int8Choice",
     "choose_int8",
-    "cpu_flags",
-    "cpu_model",
     "int8_problem",
     "onnx_backend_name",
     "onnx_source_int8",
@@ -46,7 +43,6 @@ logger = logging.getLogger(__name__)
 INT8_BACKEND = "onnx-int8"
 MIN_SPEEDUP = 1.1
 """int8 must have been measured this many times faster than fp32 to be chosen automatically."""
-_FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 
 
 @dataclass(frozen=True)
@@ -55,31 +51,6 @@ class Int8Choice:
 
     path: Path | None
     reason: str
-
-
-@lru_cache(maxsize=1)
-def _cpuinfo() -> dict[str, str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in out:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def cpu_model() -> str:
-    """This CPU's model string (``lscpu``'s "Model name"), the key of a speed record."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
-
-
-def cpu_flags() -> dict[str, bool]:
-    """Whether this CPU has the int8 / bf16 matrix instructions onnxruntime can use."""
-    flags = set(_cpuinfo().get("flags", "").split())
-    return {name: name in flags for name in _FLAGS}
 
 
 def int8_problem(meta: dict[str, str], *, model_sha256: str | None) -> str | None:

@@ -15,9 +15,10 @@ import onnx
 import pytest
 
 from pedseg.errors import ConfigError, ModelError
-from pedseg.export.onnx import export_run, load_onnx_model
+from pedseg.export.cpu import cpu_model
+from pedseg.export.onnx import DIGEST_KEY, _seal, export_run, load_onnx_model
 from pedseg.inference import int8_choice
-from pedseg.inference.int8_choice import MIN_SPEEDUP, choose_int8, cpu_model
+from pedseg.inference.int8_choice import MIN_SPEEDUP, choose_int8
 from pedseg.inference.predictor import open_predictor
 from pedseg.runfolder.loading import load_run
 from tests.cli.conftest import Result, one_line_error
@@ -51,6 +52,7 @@ def fake_int8(
 ) -> Path:
     """``RUN/onnx/ankle.int8.onnx``: the fp32 graph carrying an int8 export's metadata."""
     model, meta = load_onnx_model(run / "onnx" / f"{DOMAIN}.onnx")
+    del meta[DIGEST_KEY]  # resealed below
     meta.update(
         precision="int8",
         verification=json.dumps({"passed": passed}),
@@ -66,7 +68,7 @@ def fake_int8(
         meta["model_sha256"] = sha256
     onnx.helper.set_model_props(model, meta)
     path = dest if dest is not None else run / "onnx" / f"{DOMAIN}.int8.onnx"
-    path.write_bytes(model.SerializeToString())
+    path.write_bytes(_seal(model))
     return path
 
 
