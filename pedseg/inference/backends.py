@@ -47,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "torch")
+BACKENDS = ("onnx", "onnx-int8", "torch")
 NUM_THREADS_ENV = "PEDSEG_NUM_THREADS"
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 _ORT_ERROR = 3  # onnxruntime log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
@@ -58,7 +58,7 @@ class Backend(Protocol):
     """Something that turns normalised slices into probabilities."""
 
     @property
-    def name(self) -> str: ...  # "onnx" or "torch"
+    def name(self) -> str: ...  # "onnx", "onnx-int8" or "torch"
 
     @property
     def device(self) -> str: ...  # "cpu" or "cuda[:N]"
@@ -169,11 +169,13 @@ class OnnxBackend:
         allow_cpu_fallback: bool = False,
         threads: int | None = None,
         where: Path | None = None,
+        name: str = "onnx",
     ) -> None:
         """``model`` is a file or the serialised model (checked for external data beforehand);
-        ``where`` names it in messages."""
+        ``where`` names it in messages; ``name`` is what predict prints (``onnx-int8``)."""
         import onnxruntime as ort
 
+        self.name = name
         request = parse_device(device)
         path = where if where is not None else model if isinstance(model, Path) else "<onnx>"
         self.path = path

@@ -30,6 +30,7 @@ from pedseg.domains.registry import normalizations
 from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
+from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
 from pedseg.inference.postprocess import postprocess
 from pedseg.io.volume import Volume
 from pedseg.runfolder import is_run_folder
@@ -215,7 +216,8 @@ def open_predictor(
     postprocess: bool = True,
 ) -> Predictor:
     """The predictor of ``domain`` from a run folder (default: the last run), an ONNX folder or an
-    ``.onnx`` file. ``backend`` None picks onnx where an up-to-date export exists, else torch."""
+    ``.onnx`` file. ``backend`` None picks onnx where an up-to-date export exists, else torch
+    (and the int8 export where :mod:`pedseg.inference.int8_choice` says so)."""
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     options: dict[str, Any] = {"batch_size": batch_size, "postprocess": postprocess}
@@ -225,15 +227,27 @@ def open_predictor(
                 f"{model}: an ONNX export runs with onnxruntime only; drop --backend torch or "
                 "pass the run folder as --model"
             )
-        path = model if model.is_file() else _onnx_file(model, domain)
+        int8 = onnx_source_int8(model, domain, backend=backend, device=device)
+        path = int8 or (model if model.is_file() else _onnx_file(model, domain))
         info, data = onnx_info(path, domain)
-        onnx = OnnxBackend(data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=path)
+        name = onnx_backend_name(path)
+        onnx = OnnxBackend(
+            data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=path, name=name
+        )
         return Predictor(info, onnx, **options)
 
     from pedseg.runfolder.loading import load_run
 
     run = load_run(model)
     domain_model = run.domain(domain)
+    sha = domain_model.model_sha256
+    int8 = run_int8(run.layout, domain, backend=backend, model_sha256=sha, device=device)
+    if int8 is not None:
+        info, data = onnx_info(int8, domain)
+        onnx = OnnxBackend(
+            data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=int8, name="onnx-int8"
+        )
+        return Predictor(info, onnx, **options)
     exported = run.layout.onnx(domain)
     if backend != "torch" and exported.is_file():
         info, data = onnx_info(exported, domain)

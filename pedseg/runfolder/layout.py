@@ -11,6 +11,7 @@ RUN/
   checkpoints/latest/    resumable state (:mod:`pedseg.runfolder.checkpoint`)
   checkpoints/best/
   onnx/<domain>.onnx     after ``pedseg export-onnx``; SHA-256 in the card
+  onnx/<domain>.int8.onnx  after ``pedseg export-onnx --int8`` (statically quantised, verified)
   baseline/<domain>/     the baseline scheme: one complete run folder per domain
 ```
 
@@ -35,6 +36,7 @@ PROFILES = "domains.safetensors"
 PROFILE_SUMMARY = "domains.json"
 CHECKPOINTS = "checkpoints"
 ONNX_DIR = "onnx"
+INT8_SUFFIX = ".int8.onnx"
 BASELINE_DIR = "baseline"
 
 
@@ -82,6 +84,16 @@ class RunLayout:
     def onnx(self, domain: str, *, folder: Path | None = None) -> Path:
         """The ONNX export of ``domain`` (in ``folder``, default ``RUN/onnx``)."""
         return (self.onnx_dir if folder is None else Path(folder)) / f"{domain}.onnx"
+
+    def onnx_int8(self, domain: str, *, folder: Path | None = None) -> Path:
+        """The int8 (statically quantised) ONNX export of ``domain`` (in ``folder``, default
+        ``RUN/onnx``); ``folder`` may be any folder of exports, a run is not needed."""
+        return (self.onnx_dir if folder is None else Path(folder)) / f"{domain}{INT8_SUFFIX}"
+
+    @staticmethod
+    def is_int8_export(path: Path) -> bool:
+        """Whether the file name is that of an int8 export (``<domain>.int8.onnx``)."""
+        return Path(path).name.endswith(INT8_SUFFIX)
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the run folder, POSIX-style (the key of the card's artifacts)."""

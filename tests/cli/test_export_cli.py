@@ -62,3 +62,26 @@ def test_unknown_domain_is_a_one_line_error(pedseg: Runner, run: Path) -> None:
     line = one_line_error(pedseg("export-onnx", "--model", str(run), "--domains", "knee"))
     assert "unknown domain of this model 'knee'" in line
     assert not (run / "onnx").exists()
+
+
+def test_int8_exports_verified_graphs_next_to_fp32(
+    pedseg: Runner, run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.conftest_runs import phantom_dir
+
+    data = phantom_dir(tmp_path_factory) / "shoulder"
+    args = ("export-onnx", "--model", str(run), "-d", "shoulder", "--int8")
+    line = one_line_error(pedseg(*args, "--fp16"))
+    assert "--int8 and --fp16 exclude each other" in line
+    line = one_line_error(pedseg(*args, "--data", f"ankle={data}"))
+    assert "--data names domain 'ankle' which is not exported" in line
+    result = pedseg(*args, "--data", f"shoulder={data}", "--calibration-slices", "12")
+    assert result.code == 0, result.err
+    assert [p.name for p in (run / "onnx").iterdir()] == ["shoulder.int8.onnx"]
+    meta = read_onnx_metadata(run / "onnx" / "shoulder.int8.onnx")
+    assert meta["precision"] == "int8" and '"slices": 12' in meta["calibration"]
+    assert "agreement" in result.out and "exported 1 int8 domain(s)" in result.out
+    line = one_line_error(pedseg(*args, "--data", f"shoulder={data}"))
+    assert "shoulder.int8.onnx: already exists; pass --overwrite" in line
+    line = one_line_error(pedseg(*args, "--data", f"shoulder={data}", "--calibration", "kl"))
+    assert "--calibration must be one of minmax, entropy, percentile" in line
