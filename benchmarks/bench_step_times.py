@@ -1,7 +1,7 @@
 """Benchmark: real training-step times over the planner's candidate grid, four runtime variants each.
 
 For every (image size, base width, batch size) of the grid, the step the planner times
-(:class:`pedseg.planning.timing.StepRunner`: the real MultiDomainUNet, depth 5, the trainer's
+(:class:`pedseg.training.timing.StepRunner`: the real MultiDomainUNet, depth 5, the trainer's
 dsl-contrastive + dice-ce losses, on-device augmentation, backward, Adam) is measured in four
 variants side by side: fp32 NCHW, fp32 channels_last, bf16 autocast NCHW, bf16 channels_last. Each
 variant gets ``--warmup`` untimed steps, then the variants' timed steps are interleaved (rotating
@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from pedseg.planning.timing import Machine, StepRunner, StepSpec, StepTimeCache, detect_machine
 from pedseg.runtime import configure_threads
+from pedseg.training.timing import Machine, StepRunner, StepSpec, StepTimeCache, detect_machine
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 NAMES = ("fp32 NCHW", "fp32 CL", "bf16 NCHW", "bf16 CL")
@@ -224,7 +224,7 @@ def write_table(
         "",
         f"- machine: {machine.describe()}; `lscpu` model {machine.name!r}; {cpu_flags()}",
         f"- versions: python {platform.python_version()}, torch {torch.__version__}",
-        "- step: `pedseg.planning.timing.StepRunner` (real MultiDomainUNet depth 5, "
+        "- step: `pedseg.training.timing.StepRunner` (real MultiDomainUNet depth 5, "
         "dsl-contrastive + dice-ce, classes (5, 6) = pelvis + spine, on-device augmentation, "
         f"backward, Adam); {args.warmup} warm-up + median of {args.steps} timed steps per "
         "variant, the variants' steps interleaved",

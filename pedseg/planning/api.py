@@ -18,7 +18,7 @@ from pedseg.data.fingerprint import Fingerprint, dataset_fingerprint
 from pedseg.domains.spec import DomainSpec
 from pedseg.planning.choices import PlanOptions
 from pedseg.planning.plan import Plan, make_plan
-from pedseg.planning.timing import (
+from pedseg.training.timing import (
     CachedTimer,
     StepSpec,
     StepTimeCache,

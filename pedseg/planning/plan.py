@@ -35,7 +35,7 @@ from pedseg.planning.reasons import (
     time_reason,
 )
 from pedseg.planning.search import Variant, candidates, choose_variant, device_variants, search
-from pedseg.planning.timing import Timer
+from pedseg.training.timing import Timer
 
 __all__ = [
     "OVERRIDABLE",
@@ -216,8 +216,8 @@ def make_plan(
 ) -> Plan:
     """Plan a run on ``device`` (``cpu`` or ``cuda``) of ``budget_s`` seconds (module docstring).
 
-    ``timer`` gives seconds per training step of a :class:`~pedseg.planning.timing.StepSpec`
-    (measured, cached: :class:`~pedseg.planning.timing.CachedTimer`; tests inject one).
+    ``timer`` gives seconds per training step of a :class:`~pedseg.training.timing.StepSpec`
+    (measured, cached: :class:`~pedseg.training.timing.CachedTimer`; tests inject one).
     ``overrides`` fixes plan fields (:data:`OVERRIDABLE`); the rest is planned around them.
     """
     opts = options or PlanOptions()

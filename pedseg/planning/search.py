@@ -5,7 +5,7 @@ size, widths from the largest down, at each width batch sizes from the largest d
 whose *measured* step time leaves at least ``min_steps`` steps (after the overheads of
 :class:`~pedseg.planning.choices.Costs`) is chosen. Measuring is real work (seconds to minutes on a
 CPU), so a candidate whose time, predicted from the nearest measured one by
-:meth:`~pedseg.planning.timing.StepSpec.relative_cost`, exceeds the allowed step time by
+:meth:`~pedseg.training.timing.StepSpec.relative_cost`, exceeds the allowed step time by
 ``predict_margin`` is skipped unmeasured; predictions only skip, they never choose. When nothing
 fits, the cheapest candidate is taken and the reason says how far short it falls.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pedseg.planning.choices import Costs, PlanOptions
-from pedseg.planning.timing import StepSpec, Timer
+from pedseg.training.timing import StepSpec, Timer
 
 __all__ = ["Choice", "Variant", "choose_variant", "device_variants", "search"]
 

@@ -69,8 +69,9 @@ class TrainConfig:
         fg_fraction: share of each domain's samples drawn from slices that contain foreground
             (foreground oversampling; 0 disables it).
         augment: random flip, +-25 % translation, +-45 degree rotation (the paper's).
-        amp: ``auto`` (bf16 autocast on a GPU that supports it) | ``bf16`` | ``off``.
-        channels_last: ``None`` = on for GPU, off for CPU.
+        amp: ``auto`` (bf16 autocast on a GPU that supports it; on a CPU, bf16 where a measured
+            step is faster: :mod:`pedseg.training.precision`) | ``bf16`` | ``off``.
+        channels_last: ``None`` = on for GPU, measured on a CPU (the fastest layout).
         compile: wrap the model in ``torch.compile``.
         num_workers: threads that prefetch batches (0 = none); results do not depend on it.
         schedule: learning-rate schedule over the run's steps (:mod:`pedseg.training.schedule`):

@@ -34,8 +34,6 @@ from pedseg.runfolder.layout import RunLayout
 from pedseg.runfolder.pointer import set_last_run
 from pedseg.runtime import (
     configure_threads,
-    resolve_amp,
-    resolve_channels_last,
     resolve_device,
     seed_everything,
 )
@@ -43,6 +41,7 @@ from pedseg.training import distributed as dist_utils
 from pedseg.training.config import TrainConfig
 from pedseg.training.distributed import DistInfo
 from pedseg.training.events import TrainEvent, TrainResult
+from pedseg.training.precision import Precision, choose_precision
 from pedseg.training.prepare import DomainData, prepare_domains, resolve_image_size
 from pedseg.training.profiling import profile_run
 from pedseg.training.resume import RunState, check_resumable, check_validation_cases
@@ -199,8 +198,22 @@ def _train_model(
         check_resumable(state, out=out, config=config, specs=specs)
     image_size = resolve_image_size(config, specs)
     domains = _prepare_data(config, specs, cache_root, image_size, info, device)
+    precision = Precision.from_json(state.get("precision")) if state is not None else None
+    if precision is None:
+        heads = sorted({(d.mapping.head, d.mapping.num_classes) for d in domains})
+        chosen = (
+            choose_precision(
+                config, device, num_classes=[n for _, n in heads], image_size=image_size
+            )
+            if info.is_main
+            else Precision(None, False)
+        )
+        code = dist_utils.broadcast_int(
+            (chosen.amp is torch.bfloat16) + 2 * chosen.channels_last, info, device
+        )
+        precision = Precision(torch.bfloat16 if code & 1 else None, bool(code & 2))
     seed_everything(config.seed)
-    job = _make_job(config, specs, domains, layout, image_size, info, device)
+    job = _make_job(config, specs, domains, layout, image_size, info, device, precision)
     job.callback, job.member = callback, member
     job.budget, job.clock = context.budget, context.clock
     if latest is not None and state is not None:
@@ -235,6 +248,7 @@ def _make_job(
     image_size: tuple[int, int],
     info: DistInfo,
     device: torch.device,
+    precision: Precision,
 ) -> Job:
     """The network, optimizer and sampler of a fresh run, as the epoch runner's job."""
     model_config = ModelConfig(
@@ -246,7 +260,7 @@ def _make_job(
     )
     heads = sorted({(d.mapping.head, d.mapping.num_classes) for d in domains})
     model = build_model(model_config, num_classes=[count for _, count in heads]).to(device)
-    channels_last = resolve_channels_last(config.channels_last, device)
+    channels_last = precision.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     sampler = BalancedSampler(
@@ -291,5 +305,6 @@ def _make_job(
         set_mode=model.train,
         make_card=make_card,
         channels_last=channels_last,
-        amp=resolve_amp(config.amp, device),
+        amp=precision.amp,
+        state_extra={"precision": precision.to_json()},
     )

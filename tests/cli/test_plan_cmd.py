@@ -13,8 +13,8 @@ from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.planning.choices import PlanOptions
 from pedseg.planning.plan import read_plan
 from pedseg.planning.search import device_variants
-from pedseg.planning.timing import StepSpec, StepTimeCache, detect_machine
 from pedseg.runtime import configure_threads
+from pedseg.training.timing import StepSpec, StepTimeCache, detect_machine
 from tests.cli.conftest import Runner, one_line_error
 
 

@@ -11,7 +11,7 @@ from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.errors import DeviceError
 from pedseg.planning.api import plan_run
-from pedseg.planning.timing import StepSpec, StepTimeCache
+from pedseg.training.timing import StepSpec, StepTimeCache
 
 
 def _fake(spec: StepSpec) -> float:

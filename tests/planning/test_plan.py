@@ -14,8 +14,8 @@ from pedseg.errors import ConfigError, OutputExistsError, PlanError
 from pedseg.planning import choices
 from pedseg.planning.choices import PlanOptions, costs_of
 from pedseg.planning.plan import Plan, make_plan, read_plan, train_kwargs, write_plan
-from pedseg.planning.timing import StepSpec
 from pedseg.training.config import TrainConfig
+from pedseg.training.timing import StepSpec
 
 HOUR = 3600.0
 

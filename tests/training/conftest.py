@@ -51,6 +51,8 @@ def tiny_config() -> Callable[..., TrainConfig]:
             "lr": 3e-3,
             "steps_per_epoch": 3,
             "device": "cpu",
+            "amp": "off",  # fp32 NCHW: no precision measurement (tests/training/test_precision.py)
+            "channels_last": False,
         }
         values.update(changes)
         return TrainConfig(**values)

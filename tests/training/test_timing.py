@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pedseg.errors import ConfigError
-from pedseg.planning.timing import (
+from pedseg.training.timing import (
     CachedTimer,
     Machine,
     StepSpec,
