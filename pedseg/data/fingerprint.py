@@ -57,6 +57,7 @@ __all__ = [
     "LabelFingerprint",
     "LabelPostprocess",
     "choose_postprocess",
+    "component_limits",
     "compute_fingerprint",
     "dataset_fingerprint",
     "fingerprint_path",
@@ -429,3 +430,15 @@ def choose_postprocess(fingerprints: Sequence[Fingerprint]) -> tuple[LabelPostpr
                 )
             )
     return tuple(out)
+
+
+def component_limits(
+    specs: Sequence[DomainSpec], *, cache_root: Path | None = None
+) -> dict[str, dict[str, tuple[int, float]]]:
+    """Per domain and label name ``(keep_largest, min_volume_mm3)`` from the domains' training
+    labels (their fingerprints, computed or cached): what prediction's post-processing keeps."""
+    rules = choose_postprocess([dataset_fingerprint(spec, cache_root=cache_root) for spec in specs])
+    out: dict[str, dict[str, tuple[int, float]]] = {}
+    for rule in rules:
+        out.setdefault(rule.domain, {})[rule.label] = (rule.keep_largest, rule.min_volume_mm3)
+    return out

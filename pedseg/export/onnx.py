@@ -85,6 +85,7 @@ METADATA_KEYS: tuple[str, ...] = (
     "arch",
     "precision",
     "postprocess",
+    "components",
 )
 BATCH_SIZES = (1, 3)
 _DEFAULT_MULTIPLE = 16
@@ -135,6 +136,10 @@ def export_metadata(domain_model: DomainModel, *, precision: str) -> dict[str, s
         "arch": domain_model.arch,
         "precision": precision,
         "postprocess": json.dumps(spec.postprocess.to_dict(), sort_keys=True),
+        "components": json.dumps(
+            {label: list(rule) for label, rule in domain_model.components.items()},
+            sort_keys=True,
+        ),
     }
 
 

@@ -138,6 +138,7 @@ def predictor_pair(
         model_sha256=domain_model.model_sha256,
         scheme=domain_model.scheme,
         source=domain_model.layout.root if domain_model.layout else Path(),
+        components=domain_model.components,
     )
     threads = num_threads()
     predictors = tuple(

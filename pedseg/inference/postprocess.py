@@ -5,6 +5,10 @@ Per label, in ascending label id:
 1. *Largest component* (``spec.largest_component``): of the voxels equal to the label, keep the
    largest 26-connected component. Ties are broken deterministically: the component whose first
    voxel in C (row-major) order comes first wins. The other components' voxels become background.
+   A :class:`ComponentRule` for the label, decided from the training labels (how many major
+   components a training case has, e.g. 2 femurs; the smallest one's volume), replaces this step:
+   keep the ``keep`` largest components (0 = all) and drop those below ``min_volume_mm3``, the
+   largest always kept (ties as above, by size then first voxel).
 2. *Closing* (``spec.closing``): a binary closing of the kept mask with the structuring element
    :func:`ball` (``spec.closing_radius`` in voxels, or in mm with ``spec.closing_unit == "mm"``).
 
@@ -31,7 +35,8 @@ come from cc3d and the morphology from scipy.ndimage on the crop only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import cc3d
 import numpy as np
@@ -40,13 +45,20 @@ from scipy import ndimage
 from pedseg.domains.spec import PostprocessSpec
 from pedseg.errors import ConfigError, VolumeError
 
-__all__ = ["MAX_HALF_EXTENT", "ball", "postprocess"]
+__all__ = ["MAX_HALF_EXTENT", "ComponentRule", "ball", "postprocess"]
 
 MAX_HALF_EXTENT = 100
 """Largest half-extent (voxels, per axis) of a closing element; larger ones are refused."""
 
 _REL_TOL = 1e-9
 BBox = tuple[slice, slice, slice]
+
+
+class ComponentRule(NamedTuple):
+    """Which components of a label to keep (see the module docstring)."""
+
+    keep: int
+    min_volume_mm3: float = 0.0
 
 
 def ball(radius: float, *, spacing: tuple[float, float, float] | None = None) -> np.ndarray:
@@ -88,24 +100,30 @@ def postprocess(
     spec: PostprocessSpec,
     spacing: tuple[float, float, float],
     label_ids: Sequence[int] | None = None,
+    components: Mapping[int, ComponentRule] | None = None,
 ) -> np.ndarray:
     """Clean a 3D label map as in the paper (see the module docstring for the exact semantics).
 
     ``labels`` is a 3D integer (or boolean) array, 0 = background; ``spacing`` the voxel size in mm
-    along its three axes (used when ``spec.closing_unit == "mm"``); ``label_ids`` the labels to
-    process (default: every non-zero value present). Returns a new array of the same shape and dtype.
+    along its three axes (used when ``spec.closing_unit == "mm"`` and for the rules' volumes);
+    ``label_ids`` the labels to process (default: every non-zero value present); ``components``
+    the training labels' :class:`ComponentRule` per label id. Returns a new array of the same shape
+    and dtype.
     """
     array = _check_labels(labels)
     steps = _check_spacing(spacing)
     ids = _present_ids(array) if label_ids is None else _check_ids(label_ids)
+    rules = dict(components or {})
     out = array.copy()
-    if not (spec.largest_component or spec.closing) or not ids:
+    if not (spec.largest_component or spec.closing or rules) or not ids:
         return out.view(labels.dtype) if labels.dtype == np.bool_ else out
     element: np.ndarray | None = None
     if spec.closing:
         element = ball(spec.closing_radius, spacing=steps if spec.closing_unit == "mm" else None)
+    voxel_mm3 = steps[0] * steps[1] * steps[2]
     for label_id in ids:
-        _process_label(array, out, label_id, largest=spec.largest_component, element=element)
+        rule = rules.get(label_id, ComponentRule(1) if spec.largest_component else None)
+        _process_label(array, out, label_id, rule=rule, voxel_mm3=voxel_mm3, element=element)
     return out.view(labels.dtype) if labels.dtype == np.bool_ else out
 
 
@@ -114,7 +132,8 @@ def _process_label(
     out: np.ndarray,
     label_id: int,
     *,
-    largest: bool,
+    rule: ComponentRule | None,
+    voxel_mm3: float,
     element: np.ndarray | None,
 ) -> None:
     """Apply both steps to one label, writing into ``out`` (only inside the label's bounding box)."""
@@ -125,15 +144,16 @@ def _process_label(
         return
     sub = labels[box]
     mask = sub == label_id
-    kept = _largest_component(mask) if largest else mask
+    kept = mask if rule is None else _kept_components(mask, rule, voxel_mm3)
     closed = kept if element is None else _closing_in_box(kept, element)
     view = out[box]
     view[mask & ~closed] = 0
     view[closed & (sub == 0) & (view == 0)] = label_id
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of ``mask``; ties go to the first in C order."""
+def _kept_components(mask: np.ndarray, rule: ComponentRule, voxel_mm3: float) -> np.ndarray:
+    """The components of ``mask`` the rule keeps: the ``rule.keep`` largest (0: all) of those at
+    least ``rule.min_volume_mm3``, the largest always; ties by size go to the first in C order."""
     if min(mask.shape) > 1:
         components = cc3d.connected_components(mask, connectivity=26)
     else:
@@ -142,16 +162,19 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     counts = np.bincount(components.ravel())
     counts[0] = 0
-    best = int(counts.max())
-    tied = np.flatnonzero(counts == best)
-    if tied.size == 1:
-        return np.asarray(components == tied[0])
-    # The first voxel (C order) of every component, to break the tie independently of numbering.
+    ids = np.flatnonzero(counts)
+    if ids.size <= 1 and rule.min_volume_mm3 <= 0:
+        return mask.copy()
+    # The first voxel (C order) of every component, to order ties independently of numbering.
     flat = components.ravel()
     firsts = np.full(counts.size, flat.size, dtype=np.int64)
     np.minimum.at(firsts, flat, np.arange(flat.size, dtype=np.int64))
-    winner = tied[np.argmin(firsts[tied])]
-    return np.asarray(components == winner)
+    ranked = sorted(ids, key=lambda i: (-int(counts[i]), int(firsts[i])))
+    chosen = ranked[: rule.keep] if rule.keep > 0 else ranked
+    big_enough = [i for i in chosen[1:] if counts[i] * voxel_mm3 >= rule.min_volume_mm3]
+    keep = np.zeros(counts.size, dtype=bool)
+    keep[[chosen[0], *big_enough]] = True
+    return np.asarray(keep[components])
 
 
 def _closing_in_box(kept: np.ndarray, element: np.ndarray) -> np.ndarray:

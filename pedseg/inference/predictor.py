@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
 from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
-from pedseg.inference.postprocess import postprocess
+from pedseg.inference.postprocess import ComponentRule, postprocess
 from pedseg.io.volume import Volume
 from pedseg.runfolder import is_run_folder
 
@@ -49,6 +50,17 @@ class ModelInfo:
     model_sha256: str
     scheme: str
     source: Path  # run folder or .onnx file
+    components: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Per label name ``(keep_largest, min_volume_mm3)`` from the training labels."""
+
+    def component_rules(self) -> dict[int, ComponentRule]:
+        """:attr:`components` by label id, for :func:`~pedseg.inference.postprocess.postprocess`."""
+        ids = {name: label_id for label_id, name in self.spec.labels}
+        return {
+            ids[name]: ComponentRule(keep, volume)
+            for name, (keep, volume) in self.components.items()
+            if name in ids
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +143,7 @@ class Predictor:
                 spec=spec.postprocess,
                 spacing=volume.spacing,
                 label_ids=spec.label_ids,
+                components=self.info.component_rules(),
             )
         t3 = time.perf_counter()
         probabilities = None if probs_out is None else np.moveaxis(probs_out, 0, stack.axis)
@@ -193,8 +206,20 @@ def onnx_info(path: Path, domain: str) -> tuple[ModelInfo, bytes]:
         model_sha256=meta["model_sha256"],
         scheme=meta.get("scheme", "unknown"),
         source=path,
+        components=_components(meta.get("components"), where),
     )
     return info, proto.SerializeToString()
+
+
+def _components(text: str | None, where: str) -> dict[str, tuple[int, float]]:
+    """The ``components`` metadata of an export (absent in exports made before it)."""
+    if text is None:
+        return {}
+    try:
+        raw = json.loads(text)
+        return {str(k): (int(v[0]), float(v[1])) for k, v in raw.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise ModelError(f"{where}: components is invalid; re-export the model") from None
 
 
 def _onnx_file(folder: Path, domain: str) -> Path:
@@ -271,6 +296,7 @@ def open_predictor(
         model_sha256=domain_model.model_sha256,
         scheme=domain_model.scheme,
         source=run.path,
+        components=domain_model.components,
     )
     torch_backend = TorchBackend(
         domain_model.module, device=device, allow_cpu_fallback=allow_cpu_fallback

@@ -34,6 +34,7 @@ __all__ = ["CARD_FORMAT", "CardKind", "ModelCard", "read_card", "write_card"]
 CARD_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 CardKind = Literal["model", "baseline"]
+ComponentLimits = tuple[int, float]
 KINDS: tuple[str, ...] = ("model", "baseline")
 _FIELDS = {
     "format",
@@ -55,6 +56,7 @@ _FIELDS = {
     "extended_from",
     "adapted",
     "members",
+    "postprocess",
 }
 _MODEL_FIELDS = ("model", "num_classes", "image_size", "descriptors", "label_mapping")
 
@@ -81,6 +83,9 @@ class ModelCard:
     adapted: Mapping[str, Any] | None = None
     members: Mapping[str, str] = field(default_factory=dict)
     pedseg_version: str = __version__
+    postprocess: Mapping[str, Mapping[str, ComponentLimits]] = field(default_factory=dict)
+    """Per domain and label name: ``(keep_largest, min_volume_mm3)`` decided from the training
+    labels (:func:`pedseg.data.fingerprint.choose_postprocess`); applied after prediction."""
 
     @classmethod
     def for_model(
@@ -94,6 +99,7 @@ class ModelCard:
         training: Mapping[str, Any],
         best_epoch: int = 0,
         best_metric: float | None = None,
+        postprocess: Mapping[str, Mapping[str, ComponentLimits]] | None = None,
     ) -> ModelCard:
         """The card of one network over ``specs`` (weights hash added by the writer)."""
         heads: list[int] = []
@@ -113,6 +119,7 @@ class ModelCard:
             label_mapping={m.domain: m for m in mappings},
             best_epoch=best_epoch,
             best_metric=best_metric,
+            postprocess={k: dict(v) for k, v in (postprocess or {}).items()},
         )
 
     @classmethod
@@ -132,10 +139,19 @@ class ModelCard:
         """The descriptor of domain ``name`` (kind ``model``)."""
         return self.descriptors[name]
 
-    def with_domain(self, spec: DomainSpec, mapping: LabelMapping) -> ModelCard:
+    def with_domain(
+        self,
+        spec: DomainSpec,
+        mapping: LabelMapping,
+        postprocess: Mapping[str, ComponentLimits] | None = None,
+    ) -> ModelCard:
         """This card with ``spec`` appended (a new head of ``mapping.num_classes`` classes)."""
+        rules = dict(self.postprocess)
+        if postprocess:
+            rules[spec.name] = dict(postprocess)
         return replace(
             self,
+            postprocess=rules,
             domains=(*self.domains, spec.name),
             descriptors={**self.descriptors, spec.name: spec},
             descriptor_hashes={**self.descriptor_hashes, spec.name: spec.content_hash()},
@@ -178,6 +194,14 @@ class ModelCard:
             model_sha256=self.model_sha256,
             artifacts=dict(self.artifacts),
         )
+        if self.postprocess:
+            out["postprocess"] = {
+                domain: {
+                    label: {"keep_largest": keep, "min_volume_mm3": volume}
+                    for label, (keep, volume) in labels.items()
+                }
+                for domain, labels in self.postprocess.items()
+            }
         if self.extended_from is not None:
             out["extended_from"] = dict(self.extended_from)
         if self.adapted is not None:
@@ -300,6 +324,7 @@ class _Parser:
             },
             extended_from=self.typed(raw, "extended_from", dict, default=None),
             adapted=self.typed(raw, "adapted", dict, default=None),
+            postprocess=self.postprocess(raw, descriptors),
             **common,
         )
 
@@ -376,6 +401,32 @@ class _Parser:
                 "edited: restore it or retrain"
             )
         return spec
+
+    def postprocess(
+        self, raw: Mapping[str, Any], specs: Mapping[str, DomainSpec]
+    ) -> dict[str, dict[str, ComponentLimits]]:
+        out: dict[str, dict[str, ComponentLimits]] = {}
+        for domain, labels in self.typed(raw, "postprocess", dict, default={}).items():
+            spec = specs.get(domain)
+            if spec is None or not isinstance(labels, dict):
+                raise self.fail(f"postprocess.{domain}: not a domain of this model")
+            out[domain] = {}
+            for label, rule in labels.items():
+                where = f"postprocess.{domain}.{label}"
+                if label not in spec.label_names or not isinstance(rule, dict):
+                    raise self.fail(f"{where}: not a label of domain {domain!r}")
+                keep, volume = rule.get("keep_largest"), rule.get("min_volume_mm3")
+                if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+                    raise self.fail(f"{where}.keep_largest must be an integer >= 0, got {keep!r}")
+                if (
+                    isinstance(volume, bool)
+                    or not isinstance(volume, int | float)
+                    or not math.isfinite(volume)
+                    or volume < 0
+                ):
+                    raise self.fail(f"{where}.min_volume_mm3 must be a number >= 0, got {volume!r}")
+                out[domain][label] = (keep, float(volume))
+        return out
 
     def mapping(
         self, raw: Mapping[str, Any], spec: DomainSpec, num_classes: Sequence[int]

@@ -45,6 +45,9 @@ class DomainModel:
     arch: str = "unet"
     layout: RunLayout | None = None
     """The run folder holding this domain's weights (a baseline member's own folder)."""
+    components: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Per label name ``(keep_largest, min_volume_mm3)``: the post-processing the training labels
+    decided (empty for runs trained before pedseg recorded it)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def _load_model(layout: RunLayout, card: ModelCard) -> dict[str, DomainModel]:
             embed=_embedder(net, mapping.head),
             arch=card.model.arch,
             layout=layout,
+            components=dict(card.postprocess.get(name, {})),
         )
     return out
 

@@ -21,7 +21,7 @@ and ``best`` checkpoints, ``model.safetensors`` + ``model.json`` on improvement,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pedseg import __version__
+from pedseg.data.fingerprint import component_limits
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError
@@ -181,6 +182,7 @@ def extend_run(
         [data.pool], batch_size=config.batch_size, seed=config.seed, fg_fraction=config.fg_fraction
     )
     make_folder(out)
+    rules = component_limits([spec], cache_root=cache_root).get(spec.name, {})
     job = Job(
         config=train_config,
         domains=[data],
@@ -196,7 +198,7 @@ def extend_run(
         loss=LossSpec(scheme="dsl", lam=0.0, seg_loss=config.seg_loss),
         route=lambda chunks: [(index, count) for _, count in chunks],
         set_mode=lambda: extension_mode(net, index),
-        make_card=lambda progress: _extended_card(card, spec, mapping, config, progress),
+        make_card=lambda progress: _extended_card(card, spec, mapping, config, progress, rules),
         callback=callback,
         state_extra={
             "extension": {"domain": spec.name, **config.to_dict()},
@@ -243,9 +245,10 @@ def _extended_card(
     mapping: LabelMapping,
     config: ExtendConfig,
     progress: RunState,
+    rules: Mapping[str, tuple[int, float]],
 ) -> ModelCard:
     """The base run's card with the new domain appended (no case ids, no paths)."""
-    card = base.with_domain(spec, mapping)
+    card = base.with_domain(spec, mapping, rules)
     return replace(
         card,
         training={

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pedseg.data.fingerprint import component_limits
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
@@ -212,8 +213,9 @@ def _train_model(
             (chosen.amp is torch.bfloat16) + 2 * chosen.channels_last, info, device
         )
         precision = Precision(torch.bfloat16 if code & 1 else None, bool(code & 2))
+    rules = component_limits(specs, cache_root=cache_root) if info.is_main else {}
     seed_everything(config.seed)
-    job = _make_job(config, specs, domains, layout, image_size, info, device, precision)
+    job = _make_job(config, specs, domains, layout, image_size, info, device, precision, rules)
     job.callback, job.member = callback, member
     job.budget, job.clock = context.budget, context.clock
     if latest is not None and state is not None:
@@ -249,6 +251,7 @@ def _make_job(
     info: DistInfo,
     device: torch.device,
     precision: Precision,
+    rules: dict[str, dict[str, tuple[int, float]]],
 ) -> Job:
     """The network, optimizer and sampler of a fresh run, as the epoch runner's job."""
     model_config = ModelConfig(
@@ -284,6 +287,7 @@ def _make_job(
             training=config.to_dict(include_val_cases=False),
             best_epoch=progress.best_epoch,
             best_metric=progress.best_metric,
+            postprocess=rules,
         )
 
     return Job(

@@ -103,6 +103,8 @@ def test_metadata_round_trip(exported: tuple[LoadedRun, list[ExportReport]]) -> 
     assert meta["model_sha256"] == run.card.model_sha256
     assert meta["scheme"] == "dsl-contrastive" and meta["arch"] == "unet"
     assert json.loads(meta["postprocess"]) == spec.postprocess.to_dict()
+    components = {k: tuple(v) for k, v in json.loads(meta["components"]).items()}
+    assert components == run.domain("ankle").components and set(components) == set(spec.label_names)
     raw = json.loads(meta["descriptor"])
     raw["labels"] = {int(k): v for k, v in raw["labels"].items()}
     rebuilt = parse_descriptor(raw, source="metadata")

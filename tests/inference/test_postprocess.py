@@ -352,3 +352,31 @@ def test_invalid_inputs() -> None:
         postprocess(np.zeros((4, 4, 4), dtype=np.uint8), spec=spec, spacing=(1.0, 1.0))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="label_ids must be positive integers"):
         postprocess(np.zeros((4, 4, 4), dtype=np.uint8), spec=spec, spacing=ISO, label_ids=[0, 1])
+
+
+def test_component_rules_from_the_training_labels() -> None:
+    from pedseg.domains.spec import PostprocessSpec
+    from pedseg.inference.postprocess import ComponentRule
+
+    labels = np.zeros((20, 20, 20), dtype=np.uint8)
+    labels[1:6, 1:6, 1:6] = 1  # 125 voxels: left femur
+    labels[10:16, 10:16, 10:16] = 1  # 216 voxels: right femur
+    labels[18, 18, 18] = 1  # a speck
+    off = PostprocessSpec(largest_component=False, closing=False)
+    spacing = (1.0, 1.0, 1.0)
+
+    def kept(rule: ComponentRule) -> int:
+        out = postprocess(labels, spec=off, spacing=spacing, components={1: rule})
+        return int((out == 1).sum())
+
+    assert kept(ComponentRule(keep=2)) == 125 + 216  # both femurs, the speck dropped (3rd)
+    assert kept(ComponentRule(keep=1)) == 216
+    assert kept(ComponentRule(keep=0, min_volume_mm3=10.0)) == 125 + 216
+    assert kept(ComponentRule(keep=0, min_volume_mm3=200.0)) == 216
+    assert kept(ComponentRule(keep=0, min_volume_mm3=1e6)) == 216  # the largest always stays
+    assert kept(ComponentRule(keep=0)) == 125 + 216 + 1
+    # anisotropic voxels: the volume rule counts mm³
+    out = postprocess(
+        labels, spec=off, spacing=(1.0, 1.0, 2.0), components={1: ComponentRule(0, 300.0)}
+    )
+    assert int((out == 1).sum()) == 216  # 250 mm³ < 300 mm³ <= 432 mm³

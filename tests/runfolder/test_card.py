@@ -87,3 +87,19 @@ def test_a_card_of_kind_model_needs_its_network(tmp_path: Path) -> None:
     card = ModelCard(kind="model", scheme="dsl", domains=("a",), training={})
     with pytest.raises(ModelError, match="needs its model config"):
         write_card(tmp_path, card)
+
+
+def test_training_records_the_post_processing_of_its_labels(tiny_run: Path, tmp_path: Path) -> None:
+    card = read_card(tiny_run)
+    for domain in card.domains:
+        rules = card.postprocess[domain]
+        assert set(rules) == set(card.spec(domain).label_names)
+        assert all(keep >= 0 and volume >= 0 for keep, volume in rules.values())
+    loaded = load_run(tiny_run)
+    assert loaded.domain("ankle").components == card.postprocess["ankle"]
+    raw = _raw(tiny_run)
+    raw["postprocess"]["ankle"]["talus"]["keep_largest"] = -1  # type: ignore[index]
+    bad = copy_run(tiny_run, tmp_path / "bad")
+    RunLayout(bad).card.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="keep_largest must be an integer >= 0"):
+        read_card(bad)
