@@ -25,7 +25,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"runfolder"}),
     frozenset({"training", "export"}),
     frozenset({"inference"}),
-    frozenset({"planning", "evaluation"}),
+    frozenset({"planning"}),
+    frozenset({"evaluation"}),
     frozenset({"workflows"}),
     frozenset({"cli", "__main__"}),
 )

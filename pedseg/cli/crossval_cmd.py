@@ -12,6 +12,7 @@ from pedseg.cli.options import (
     DOMAINS_HELP,
     device_option,
     domain_names,
+    given_options,
     out_option,
     parse_image_size,
     quiet_option,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 
 def crossval(
+    ctx: typer.Context,
     domains: list[str] = typer.Option([], "--domains", "-d", help=DOMAINS_HELP),
     extra: list[str] = typer.Argument(None, hidden=True, metavar="DOMAIN"),
     out: Path = out_option(..., "Output folder (continued when it exists)."),
@@ -46,21 +48,33 @@ def crossval(
         help="Run only the I-th of N interleaved parts of the (method, fold) jobs, each part "
         "into its own --out (cluster array jobs, several GPUs); `pedseg compare` merges them.",
     ),
-    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
-    epochs: int = typer.Option(30, "--epochs", help="Epochs per fold (the paper: 30)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Slices per step, over all domains."),
-    image_size: str | None = typer.Option(
-        None, "--image-size", help="In-plane size, 256 or 256x192 (default: the descriptors')."
+    budget: str | None = typer.Option(
+        None,
+        "--budget",
+        help="Every (method, fold) run's wall-clock budget (30m, 1h): each fold planned for it "
+        "from its own training data, every method fitted to it (baselines share it).",
     ),
-    base_width: int = typer.Option(32, "--base-width", help="Channels of the first UNet level."),
-    depth: int = typer.Option(5, "--depth", help="Resolution levels."),
-    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
+    recipe: str = typer.Option("pedseg", "--recipe", help="pedseg | paper (see pedseg train)."),
+    data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per fold (recipe: 30)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Slices per step, over all domains (recipe: 32)."
+    ),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="In-plane size, 256 or 256x192 (default: the recipe's)."
+    ),
+    base_width: int | None = typer.Option(
+        None, "--base-width", help="Channels of the first UNet level (recipe: 32)."
+    ),
+    depth: int | None = typer.Option(None, "--depth", help="Resolution levels (recipe: 5)."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (recipe's)."),
+    schedule: str | None = typer.Option(
+        None, "--schedule", help="constant | cosine | poly (recipe's)."
+    ),
     tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature."),
     lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
-    seg_loss: str = typer.Option(
-        "ce",
-        "--seg-loss",
-        help="ce (the paper's) | dice-ce (adds soft Dice: small structures learn in fewer steps).",
+    seg_loss: str | None = typer.Option(
+        None, "--seg-loss", help="ce (the paper's) | dice-ce (recipe pedseg)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
     steps_per_epoch: int | None = typer.Option(
@@ -76,26 +90,31 @@ def crossval(
     from pedseg.domains.registry import DomainRegistry, parse_data_overrides
     from pedseg.evaluation.crossval import CrossvalConfig, run_crossval
     from pedseg.evaluation.protocol import parse_folds
+    from pedseg.planning.budget import parse_budget
     from pedseg.training.config import TrainConfig
+    from pedseg.training.recipes import compose
 
     more_domains, more_schemes, more_archs = split_values(extra or [])
     names = domain_names(domains, more_domains)
     specs = DomainRegistry().resolve(names, data=parse_data_overrides(data))
-    train = TrainConfig(
-        domains=tuple(names),
-        epochs=epochs,
-        batch_size=batch_size,
-        image_size=parse_image_size(image_size),
-        base_width=base_width,
-        depth=depth,
-        lr=lr,
-        tau=tau,
-        lam=lam,
-        seg_loss=seg_loss,
-        seed=seed,
-        steps_per_epoch=steps_per_epoch,
-        device=device,
-    )
+    values = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "image_size": parse_image_size(image_size),
+        "base_width": base_width,
+        "depth": depth,
+        "lr": lr,
+        "schedule": schedule,
+        "tau": tau,
+        "lam": lam,
+        "seg_loss": seg_loss,
+        "seed": seed,
+        "steps_per_epoch": steps_per_epoch,
+        "device": device,
+    }
+    given = given_options(ctx)
+    explicit = {key: value for key, value in values.items() if key in given}
+    train = TrainConfig(domains=tuple(names), **compose(recipe, defaults=values, explicit=explicit))
     config = CrossvalConfig(
         train=train,
         schemes=tuple(domain_names(schemes, more_schemes)) or ("dsl-contrastive",),
@@ -103,6 +122,8 @@ def crossval(
         folds=parse_folds(folds),
         max_folds=max_folds,
         shard=parse_shard(shard),
+        budget_s=None if budget is None else parse_budget(budget),
+        explicit=tuple(sorted(explicit)),
     )
     display = _Display(quiet=quiet)
     result = run_crossval(config, specs, out=out, cache_root=cache_dir, callback=display)

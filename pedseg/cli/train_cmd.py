@@ -220,10 +220,9 @@ def _train_config(
     if any (none when ``--epochs`` or ``--steps-per-epoch`` is given)."""
     from pedseg.errors import ConfigError
     from pedseg.training.config import TrainConfig
-    from pedseg.training.recipes import recipe_values
+    from pedseg.training.recipes import compose
 
-    values = {k: v for k, v in recipe_values(recipe).items()}
-    values.update({k: v for k, v in fixed.items() if v is not None and k not in values})
+    planned: dict[str, Any] = {}
     seconds: float | None = None
     if plan is not None and budget is not None:
         raise ConfigError("--plan and --budget both plan the run; give one of them")
@@ -245,10 +244,10 @@ def _train_config(
                 cache_root=cache_dir,
                 overrides=around,
             ).plan
-        values.update(train_kwargs(chosen, domains=names))
+        planned = train_kwargs(chosen, domains=names)
         if not {"epochs", "steps_per_epoch"} & set(explicit):  # the user's epochs are kept
             seconds = chosen.budget_s
-    values.update(explicit)
+    values = compose(recipe, defaults=fixed, explicit=explicit, plan=planned)
     values["domains"] = tuple(names)
     return TrainConfig(**values), seconds
 

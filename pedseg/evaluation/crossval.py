@@ -26,6 +26,7 @@ Each fold's ``train`` call records its run as pedseg's "last run".
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,6 +97,12 @@ class CrossvalConfig:
     shard: tuple[int, int] | None = None
     """``(i, n)``: run only the ``i``-th of ``n`` interleaved parts of the (method, fold) jobs
     (1-based); ``pedseg compare`` merges the parts' folders."""
+    budget_s: float | None = None
+    """Every (method, fold) training run's wall-clock budget: each fold is planned for it from
+    its own training data (``pedseg plan``) and each run fitted to it (a baseline shares it
+    between its per-domain models), so that the methods are compared at equal cost."""
+    explicit: tuple[str, ...] = ()
+    """The ``train`` fields the user gave: with a budget they override the plan's."""
 
     def __post_init__(self) -> None:
         for field, values, known in (
@@ -140,6 +147,9 @@ class CrossvalConfig:
             "folds": "loo" if self.folds is None else self.folds,
             "training": training,
         }
+        if self.budget_s is not None:
+            settings["budget_s"] = self.budget_s
+            settings["explicit"] = sorted(self.explicit)
         if self.shard is not None:
             settings["shard"] = f"{self.shard[0]}/{self.shard[1]}"
             settings["methods"] = [method_name(s, a) for s, a in self.methods]
@@ -201,10 +211,12 @@ def _train_fold(
     emit: Callable[[TrainEvent], None],
 ) -> None:
     from pedseg.training.loop import train
+    from pedseg.training.runner import Budget
 
     val_cases = tuple((name, fold.domain(name).val) for name in config.train.domains)
+    base = config.train if config.budget_s is None else _planned(config, specs, cache_root)
     fold_config = replace(
-        config.train,
+        base,
         scheme=scheme,  # type: ignore[arg-type]  # validated by CrossvalConfig
         arch=arch,
         val_cases=val_cases,
@@ -212,7 +224,38 @@ def _train_fold(
     resume = _has_checkpoint(run_dir)
     if not resume and run_dir.exists():
         shutil.rmtree(run_dir)  # a start that wrote no checkpoint: nothing worth keeping
-    train(fold_config, specs, out=run_dir, resume=resume, cache_root=cache_root, callback=emit)
+    budget = None
+    if config.budget_s is not None:
+        budget = Budget(seconds=config.budget_s, started=time.monotonic())
+    train(
+        fold_config,
+        specs,
+        out=run_dir,
+        resume=resume,
+        cache_root=cache_root,
+        callback=emit,
+        budget=budget,
+    )
+
+
+def _planned(config: CrossvalConfig, specs: Sequence[DomainSpec], cache_root: Path) -> TrainConfig:
+    """The fold's training config planned for the budget from its own training data (no test
+    case plays a part), with the options the user gave kept."""
+    from pedseg.planning.api import plan_run
+    from pedseg.planning.plan import OVERRIDABLE, train_kwargs
+
+    given = {name: getattr(config.train, name) for name in config.explicit}
+    plan = plan_run(
+        specs,
+        budget_s=float(config.budget_s or 0.0),
+        device=config.train.device,
+        cache_root=cache_root,
+        overrides={k: v for k, v in given.items() if k in OVERRIDABLE},
+    ).plan
+    values = {**config.train.to_dict(include_val_cases=False), **train_kwargs(plan)}
+    values.update(given)
+    values["domains"] = config.train.domains
+    return TrainConfig.from_dict(values)
 
 
 def _predict_fold(

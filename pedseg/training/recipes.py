@@ -12,11 +12,12 @@ Precedence, lowest first: the recipe, a plan (``--plan``/``--budget``), options 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pedseg.errors import UnknownNameError
 
-__all__ = ["DEFAULT_RECIPE", "RECIPES", "recipe_values"]
+__all__ = ["DEFAULT_RECIPE", "RECIPES", "compose", "recipe_values"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {
@@ -52,3 +53,20 @@ def recipe_values(name: str) -> dict[str, Any]:
     if name not in RECIPES:
         raise UnknownNameError("recipe", name, RECIPES)
     return dict(RECIPES[name])
+
+
+def compose(
+    recipe: str,
+    *,
+    defaults: Mapping[str, Any],
+    explicit: Mapping[str, Any],
+    plan: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    r""":class:`~pedseg.training.config.TrainConfig` values, lowest precedence first: the recipe,
+    the command's ``defaults`` for what the recipe leaves open (``None`` values are dropped), a
+    ``plan``'s values, then the options given ``explicit``\ ly."""
+    values = recipe_values(recipe)
+    values.update({k: v for k, v in defaults.items() if v is not None and k not in values})
+    values.update(plan or {})
+    values.update(explicit)
+    return values

@@ -231,3 +231,46 @@ def _shown(table: object) -> list[tuple[object, ...]]:
         )
         for row in table.rows  # type: ignore[attr-defined]
     ]
+
+
+def test_budget_plans_each_fold_from_its_training_data(
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import pedseg.planning.api as api
+    from tests.cli.test_train_recipe_cli import _tiny_plan
+
+    planned: list[set[str]] = []
+
+    def fake_plan_run(specs: list[DomainSpec], **kwargs: object) -> object:
+        # the fold's descriptors point at its training data: no test case among them
+        planned.append({c.case_id for spec in specs for c in list_cases(spec)})
+        assert kwargs["overrides"] == {"base_width": 4}
+        return api.PlanOutcome(
+            plan=_tiny_plan(budget_s=float(kwargs["budget_s"])),  # type: ignore[arg-type]
+            fingerprints=(),
+            measured=(),
+            times_file=tmp_path / "t.json",
+        )
+
+    monkeypatch.setattr(api, "plan_run", fake_plan_run)
+    config = dataclasses.replace(
+        _config(schemes=("dsl-contrastive",), max_folds=1), budget_s=4.0, explicit=("base_width",)
+    )
+    out = tmp_path / "cv"
+    run_crossval(config, _specs(phantoms), out=out, cache_root=tmp_path / "cache")
+    plan = json.loads((out / "folds.json").read_text())["folds"]["0"]
+    tested = {c for d in DOMAINS for c in plan[d]["test"]}
+    assert planned and not (planned[0] & tested)
+    run = out / "dsl-contrastive-unet" / "fold-0" / "run"
+    training = json.loads((run / "model.json").read_text())["training"]
+    assert (training["image_size"], training["schedule"], training["base_width"]) == (
+        [32, 32],
+        "cosine",
+        4,
+    )
+    state = json.loads((run / "checkpoints" / "latest" / "state.json").read_text())
+    assert state["fitted_epochs"] is not None
+    settings = json.loads((out / "crossval.json").read_text())["settings"]
+    assert settings["budget_s"] == 4.0 and settings["explicit"] == ["base_width"]
