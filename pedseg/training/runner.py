@@ -63,16 +63,20 @@ otherwise it is drawn when the run ends."""
 Route = Callable[[Sequence[tuple[int, int]]], list[tuple[int, int]]]
 #: Share of a budget kept for what follows the epochs (domain profiles, the card).
 BUDGET_RESERVE = 0.03
+#: A refit that changes the epochs by less than this share is not made.
+REFIT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
 class Budget:
     """A wall-clock budget: ``seconds`` counted from ``started`` (a reading of ``clock``).
 
-    After the first epoch the run's number of epochs is fitted to it, once: as many as the
-    remaining time holds at the measured pace of that epoch (steps, validation, checkpoints),
-    keeping :data:`BUDGET_RESERVE` of the budget for the end of the run. The learning-rate
-    schedule then spans exactly those epochs and completes on time.
+    After each epoch of the first half of the run, its number of epochs is fitted to the budget:
+    as many as the remaining time holds at the measured pace (the mean epoch, steps, validation
+    and checkpoints, the first epoch left out once there are others: it pays for warm-up),
+    keeping :data:`BUDGET_RESERVE` of the budget for the end of the run; a change of less than
+    :data:`REFIT_TOLERANCE` is ignored. The learning-rate schedule spans the fitted epochs, so it
+    completes on time; from the second half on the horizon stays where it is.
     """
 
     seconds: float
@@ -167,20 +171,27 @@ def run_epochs(job: Job) -> None:
 
 
 def _fit_to_budget(job: Job) -> None:
-    """Fix the run's epochs once, after its first epoch (rank 0 decides, every rank follows)."""
+    """Fit the run's epochs to its budget during the first half of the run (see
+    :class:`Budget`; rank 0 decides, every rank follows)."""
     run = job.run
-    if job.budget is None or run.fitted_epochs is not None or run.epoch != 1:
+    if job.budget is None or (run.epoch > job.epochs / 2 and run.fitted_epochs is not None):
         return
-    seconds = float(run.history[-1]["seconds"]) if run.history else 0.0
-    fitted = job.budget.fit(seconds, done=run.epoch) if job.info.is_main else 0
+    fitted = 0
+    if job.info.is_main and run.history:
+        times = [float(row["seconds"]) for row in run.history]
+        pace = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+        fitted = job.budget.fit(pace, done=run.epoch)
+        current = run.fitted_epochs
+        if current is not None and abs(fitted - current) <= REFIT_TOLERANCE * current:
+            fitted = current
+        if fitted != current:
+            logger.info(
+                "fitted the run to its %.0f s budget: %d epochs at %.1f s per epoch",
+                job.budget.seconds,
+                fitted,
+                pace,
+            )
     run.fitted_epochs = dist_utils.broadcast_int(fitted, job.info, job.device)
-    logger.info(
-        "fitted the run to its %.0f s budget: %d epochs (%d steps) at %.1f s per epoch",
-        job.budget.seconds,
-        run.fitted_epochs,
-        job.total_steps,
-        seconds,
-    )
 
 
 def _host_batches(job: Job, epoch: int) -> Iterator[HostBatch]:
