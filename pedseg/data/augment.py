@@ -3,8 +3,10 @@
 One affine transform per sample, applied with :func:`torch.nn.functional.affine_grid` and
 :func:`torch.nn.functional.grid_sample` to the whole batch at once: bilinear for images, nearest for
 label maps (so labels stay in their label set). Rotation is done in pixel units (non-square images are
-not sheared), translation is a fraction of the image size, the flip mirrors the width axis. Images are
-padded with each slice's minimum (MR background), labels with 0 (background).
+not sheared), translation is a fraction of the image size, the flip mirrors the width axis (or, per
+sample, the height axis or nothing: :meth:`AugmentParams.with_flip_axes`, from each domain's
+``augment: {flip: ...}``). Images are padded with each slice's minimum (MR background), labels with
+0 (background).
 
 The random parameters are drawn on the CPU by a :class:`torch.Generator` seeded from
 ``(seed, epoch, step)`` for every sample of the step's *global* batch, then moved to the device; a
@@ -15,6 +17,7 @@ rank or the worker that applies them, nor on the global RNG state.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,11 +69,13 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class AugmentParams:
     """Per-sample parameters: ``flip`` (N,) bool, ``angle`` (N,) radians, ``shift`` (N, 2) as
-    fractions of the width and height."""
+    fractions of the width and height; ``vertical`` (N,) bool: the flip mirrors the height axis
+    instead of the width axis (``None``: never)."""
 
     flip: Tensor
     angle: Tensor
     shift: Tensor
+    vertical: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.flip.shape[0])
@@ -78,10 +83,23 @@ class AugmentParams:
     def select(self, positions: Tensor | np.ndarray) -> AugmentParams:
         """The parameters of the samples at ``positions`` (e.g. one rank's shard)."""
         index = torch.as_tensor(np.asarray(positions), dtype=torch.long)
-        return AugmentParams(self.flip[index], self.angle[index], self.shift[index])
+        vertical = None if self.vertical is None else self.vertical[index]
+        return AugmentParams(self.flip[index], self.angle[index], self.shift[index], vertical)
 
     def to(self, device: torch.device | str) -> AugmentParams:
-        return AugmentParams(self.flip.to(device), self.angle.to(device), self.shift.to(device))
+        vertical = None if self.vertical is None else self.vertical.to(device)
+        return AugmentParams(
+            self.flip.to(device), self.angle.to(device), self.shift.to(device), vertical
+        )
+
+    def with_flip_axes(self, axes: Sequence[str]) -> AugmentParams:
+        """The same draws with each sample's flip on its own axis (``width``, ``height`` or
+        ``none``, one per sample): the random stream does not change."""
+        if len(axes) != len(self):
+            raise ConfigError(f"need one flip axis per sample ({len(self)}), got {len(axes)}")
+        allowed = torch.tensor([axis != "none" for axis in axes], device=self.flip.device)
+        vertical = torch.tensor([axis == "height" for axis in axes], device=self.flip.device)
+        return AugmentParams(self.flip & allowed, self.angle, self.shift, vertical)
 
 
 def augmentation_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -119,13 +137,15 @@ def affine_matrices(params: AugmentParams, *, height: int, width: int) -> Tensor
     """
     angle = params.angle.float()
     cos, sin = torch.cos(angle), torch.sin(angle)
-    mirror = 1.0 - 2.0 * params.flip.float()
+    vertical = params.vertical if params.vertical is not None else torch.zeros_like(params.flip)
+    mirror_x = 1.0 - 2.0 * (params.flip & ~vertical).float()
+    mirror_y = 1.0 - 2.0 * (params.flip & vertical).float()
     aspect_xy = width / height  # D^-1 R D: off-diagonals scaled by the aspect ratio
     theta = torch.zeros((len(params), 2, 3), dtype=torch.float32, device=angle.device)
-    theta[:, 0, 0] = cos * mirror
-    theta[:, 0, 1] = -sin / aspect_xy
-    theta[:, 1, 0] = sin * aspect_xy * mirror
-    theta[:, 1, 1] = cos
+    theta[:, 0, 0] = cos * mirror_x
+    theta[:, 0, 1] = -sin / aspect_xy * mirror_y
+    theta[:, 1, 0] = sin * aspect_xy * mirror_x
+    theta[:, 1, 1] = cos * mirror_y
     theta[:, :, 2] = 2.0 * params.shift.float()
     return theta
 

@@ -36,6 +36,7 @@ _TOP_KEYS = {
     "postprocess": "optional",
     "data": "optional",
     "outputs": "optional",
+    "augment": "optional",
 }
 _DATA_KEYS = {"root", "images", "labels"}
 _POST_KEYS = {"largest_component", "closing", "closing_radius", "closing_unit"}
@@ -98,6 +99,10 @@ class DomainSpec:
     data: DataSpec | None = None
     source: str = "<memory>"
     outputs: OutputsSpec | None = None
+    flip: FlipAxis = "width"
+    """Which in-plane axis the training flip mirrors (``augment: {flip: ...}``): ``width``
+    (the paper's), ``height``, or ``none``. Mirror only the axis that is left-right in this
+    domain's slices: mirroring head-feet turns a pelvis upside down and reorders vertebrae."""
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -133,6 +138,8 @@ class DomainSpec:
             }
         if include_outputs and self.outputs is not None:
             out["outputs"] = self.outputs.to_dict()
+        if self.flip != "width":  # the default leaves the content hash of older descriptors
+            out["augment"] = {"flip": self.flip}
         return out
 
     def content_hash(self) -> str:
@@ -201,6 +208,7 @@ def parse_descriptor(
     postprocess = _parse_postprocess(raw.get("postprocess", {}), problems)
     data = _parse_data(raw.get("data"), base_dir, problems)
     outputs = parse_outputs_section(raw.get("outputs"), [n for _, n in labels], problems)
+    flip = _parse_augment(raw.get("augment", {}), problems)
 
     if problems:
         raise DescriptorError(source, problems)
@@ -216,7 +224,26 @@ def parse_descriptor(
         data=data,
         source=source,
         outputs=outputs,
+        flip=flip,
     )
+
+
+FLIP_AXES: tuple[str, ...] = ("width", "height", "none")
+FlipAxis = Literal["width", "height", "none"]
+
+
+def _parse_augment(value: Any, problems: list[tuple[str, str]]) -> FlipAxis:
+    if not isinstance(value, Mapping):
+        problems.append(("augment", f"must be a mapping, got {_tname(value)}"))
+        return "width"
+    for key in value:
+        if key != "flip":
+            problems.append((f"augment.{key}", _unknown_key_message(str(key), {"flip"})))
+    flip = value.get("flip", "width")
+    if flip not in FLIP_AXES:
+        problems.append(("augment.flip", f"must be one of {', '.join(FLIP_AXES)}, got {flip!r}"))
+        return "width"
+    return flip
 
 
 def _tname(value: object) -> str:

@@ -236,6 +236,7 @@ def _run_epoch(job: Job, epoch: int) -> None:
             seed=config.seed,
             epoch=epoch,
             step=step,
+            flip_axes=[d.spec.flip for d in job.domains],
         )
         with autocast(job.device, job.amp):
             terms = compute_losses(

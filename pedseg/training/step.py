@@ -121,15 +121,21 @@ def to_device(
     seed: int,
     epoch: int,
     step: int,
+    flip_axes: Sequence[str] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Move a batch to ``device`` and augment it there (parameters drawn for the global batch)."""
+    """Move a batch to ``device`` and augment it there (parameters drawn for the global batch).
+    ``flip_axes``: per domain (the chunks' index), the axis its flip mirrors (default width)."""
     non_blocking = device.type == "cuda"
     images = torch.from_numpy(host.images).to(device, non_blocking=non_blocking)
     targets = torch.from_numpy(host.targets).to(device, non_blocking=non_blocking)
     if augment is not None:
         generator = augmentation_generator(seed, epoch, step)
         params = sample_params(global_size, config=augment, generator=generator)
-        images, targets = apply_augmentation(images, targets, params.select(host.positions))
+        params = params.select(host.positions)
+        if flip_axes is not None and any(axis != "width" for axis in flip_axes):
+            per_sample = [flip_axes[k] for k, count in host.chunks for _ in range(count)]
+            params = params.with_flip_axes(per_sample)
+        images, targets = apply_augmentation(images, targets, params)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets

@@ -48,6 +48,23 @@ def test_flip_mirrors_width() -> None:
     assert torch.equal(out_labels, labels.flip(-1))
 
 
+def test_flip_axis_per_sample_height_or_none() -> None:
+    images, labels = _batch(3)
+    params = AugmentParams(
+        flip=torch.tensor([True, True, True]),
+        angle=torch.zeros(3),
+        shift=torch.zeros((3, 2)),
+    ).with_flip_axes(["width", "height", "none"])
+    out_images, out_labels = apply_augmentation(images, labels, params)
+    expected = [images[0].flip(-1), images[1].flip(-2), images[2]]
+    for got, want in zip(out_images, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert torch.equal(out_labels[1], labels[1].flip(-2))
+    assert torch.equal(out_labels[2], labels[2])
+    with pytest.raises(ConfigError, match="one flip axis per sample"):
+        params.with_flip_axes(["width"])
+
+
 def test_quarter_turn_is_a_rot90_on_square_images() -> None:
     images, labels = _batch(1, 12, 12)
     out_images, out_labels = apply_augmentation(images, labels, _params(False, 90.0, (0.0, 0.0)))

@@ -145,3 +145,16 @@ def test_parse_descriptor_rejects_non_mapping() -> None:
     raw: Any = ["a"]
     with pytest.raises(DescriptorError, match="must be a mapping"):
         parse_descriptor(raw, source="s")
+
+
+def test_augment_section_flip_axis() -> None:
+    base = {"schema_version": 1, "name": "knee", "labels": {1: "a"}, "normalization": "zscore"}
+    plain = parse_descriptor(base, source="k.yaml")
+    assert plain.flip == "width" and "augment" not in plain.to_dict()
+    tall = parse_descriptor({**base, "augment": {"flip": "height"}}, source="k.yaml")
+    assert tall.flip == "height" and tall.to_dict()["augment"] == {"flip": "height"}
+    assert tall.content_hash() != plain.content_hash()
+    with pytest.raises(DescriptorError, match="augment.flip: must be one of width, height, none"):
+        parse_descriptor({**base, "augment": {"flip": "diagonal"}}, source="k.yaml")
+    with pytest.raises(DescriptorError, match="augment.mirror: unknown key"):
+        parse_descriptor({**base, "augment": {"mirror": True}}, source="k.yaml")
