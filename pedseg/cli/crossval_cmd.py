@@ -10,12 +10,24 @@ import typer
 from pedseg.cli.options import (
     DATA_HELP,
     DOMAINS_HELP,
+    base_width_option,
+    batch_size_option,
+    depth_option,
     device_option,
     domain_names,
+    epochs_option,
     given_options,
+    image_size_option,
+    lam_option,
+    lr_option,
     out_option,
     parse_image_size,
     quiet_option,
+    recipe_option,
+    schedule_option,
+    seg_loss_option,
+    steps_per_epoch_option,
+    tau_option,
 )
 from pedseg.cli.render import console, ok
 from pedseg.errors import ConfigError
@@ -54,32 +66,20 @@ def crossval(
         help="Every (method, fold) run's wall-clock budget (30m, 1h): each fold planned for it "
         "from its own training data, every method fitted to it (baselines share it).",
     ),
-    recipe: str = typer.Option("pedseg", "--recipe", help="pedseg | paper (see pedseg train)."),
+    recipe: str = recipe_option(),
     data: list[str] = typer.Option([], "--data", metavar="NAME=DIR", help=DATA_HELP),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs per fold (recipe: 30)."),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Slices per step, over all domains (recipe: 32)."
-    ),
-    image_size: str | None = typer.Option(
-        None, "--image-size", help="In-plane size, 256 or 256x192 (default: the recipe's)."
-    ),
-    base_width: int | None = typer.Option(
-        None, "--base-width", help="Channels of the first UNet level (recipe: 32)."
-    ),
-    depth: int | None = typer.Option(None, "--depth", help="Resolution levels (recipe: 5)."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (recipe's)."),
-    schedule: str | None = typer.Option(
-        None, "--schedule", help="constant | cosine | poly (recipe's)."
-    ),
-    tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature."),
-    lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
-    seg_loss: str | None = typer.Option(
-        None, "--seg-loss", help="ce (the paper's) | dice-ce (recipe pedseg)."
-    ),
+    epochs: int | None = epochs_option("Epochs per fold (recipe: 30)."),
+    batch_size: int | None = batch_size_option(),
+    image_size: str | None = image_size_option(),
+    base_width: int | None = base_width_option(),
+    depth: int | None = depth_option(),
+    lr: float | None = lr_option(),
+    schedule: str | None = schedule_option(),
+    tau: float = tau_option(),
+    lam: float = lam_option(),
+    seg_loss: str | None = seg_loss_option(),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
-    steps_per_epoch: int | None = typer.Option(
-        None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
-    ),
+    steps_per_epoch: int | None = steps_per_epoch_option(),
     device: str = device_option(),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Slice cache folder (default: DIR/cache)."
@@ -91,8 +91,7 @@ def crossval(
     from pedseg.evaluation.crossval import CrossvalConfig, run_crossval
     from pedseg.evaluation.protocol import parse_folds
     from pedseg.planning.budget import parse_budget
-    from pedseg.training.config import TrainConfig
-    from pedseg.training.recipes import compose
+    from pedseg.workflows.training import TrainRequest, resolve_train_config
 
     more_domains, more_schemes, more_archs = split_values(extra or [])
     names = domain_names(domains, more_domains)
@@ -114,7 +113,8 @@ def crossval(
     }
     given = given_options(ctx)
     explicit = {key: value for key, value in values.items() if key in given}
-    train = TrainConfig(domains=tuple(names), **compose(recipe, defaults=values, explicit=explicit))
+    request = TrainRequest(recipe=recipe, fixed=values, explicit=explicit)
+    train, _ = resolve_train_config(names, specs, request)
     config = CrossvalConfig(
         train=train,
         schemes=tuple(domain_names(schemes, more_schemes)) or ("dsl-contrastive",),

@@ -91,3 +91,84 @@ def given_options(ctx: typer.Context) -> frozenset[str]:
         for name in ctx.params
         if getattr(ctx.get_parameter_source(name), "name", None) in given
     )
+
+
+# The training hyperparameters that ``train`` and ``crossval`` both take. ``None`` defaults mean
+# "the recipe's (or plan's) value"; the help names the pedseg recipe's value.
+
+
+def recipe_option() -> Any:
+    """``--recipe``: the named set of training defaults."""
+    return typer.Option(
+        "pedseg",
+        "--recipe",
+        help="pedseg (measured to converge: Dice+CE, lr 1e-3, warm-up + cosine) | paper (CE, "
+        "Adam 1e-4 constant, batch 32, 30 epochs, 256², width 32).",
+    )
+
+
+def epochs_option(help: str = "Epochs (recipe: 30).") -> Any:
+    """``--epochs``."""
+    return typer.Option(None, "--epochs", help=help)
+
+
+def batch_size_option() -> Any:
+    """``--batch-size``: slices per step over all domains."""
+    return typer.Option(
+        None, "--batch-size", help="Slices per step, over all domains (recipe: 32)."
+    )
+
+
+def image_size_option() -> Any:
+    """``--image-size 256`` / ``256x192`` (parsed by :func:`parse_image_size`)."""
+    return typer.Option(
+        None,
+        "--image-size",
+        help="In-plane size, 256 or 256x192 (default: the recipe's/descriptors').",
+    )
+
+
+def base_width_option() -> Any:
+    """``--base-width``: channels of the first UNet level."""
+    return typer.Option(None, "--base-width", help="Channels of the first UNet level (recipe: 32).")
+
+
+def depth_option() -> Any:
+    """``--depth``: UNet resolution levels."""
+    return typer.Option(None, "--depth", help="Resolution levels (recipe: 5).")
+
+
+def lr_option() -> Any:
+    """``--lr``: the Adam learning rate."""
+    return typer.Option(None, "--lr", help="Adam learning rate (recipe's).")
+
+
+def schedule_option() -> Any:
+    """``--schedule``: the learning-rate schedule."""
+    return typer.Option(
+        None, "--schedule", help="constant | cosine | poly (recipe's; warm-up: --warmup-steps)."
+    )
+
+
+def tau_option() -> Any:
+    """``--tau``: the contrastive temperature."""
+    return typer.Option(0.1, "--tau", help="Contrastive temperature (Eq. 3).")
+
+
+def lam_option() -> Any:
+    """``--lambda``: the contrastive loss weight."""
+    return typer.Option(0.1, "--lambda", help="Contrastive weight λ.")
+
+
+def seg_loss_option() -> Any:
+    """``--seg-loss``: the segmentation loss."""
+    return typer.Option(
+        None, "--seg-loss", help="ce (the paper's) | dice-ce (adds soft Dice; recipe pedseg)."
+    )
+
+
+def steps_per_epoch_option() -> Any:
+    """``--steps-per-epoch``."""
+    return typer.Option(
+        None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
+    )

@@ -14,18 +14,10 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TaskID
 
 from pedseg.cli.options import device_option, model_option, out_option, quiet_option
-from pedseg.cli.render import console
+from pedseg.cli.render import console, make_progress
 
 if TYPE_CHECKING:
     from pedseg.inference.batch import BatchEvent, BatchResult
@@ -223,7 +215,7 @@ class _Display:
     """A rich progress bar over cases (nothing when quiet), and the per-case lines."""
 
     def __init__(self, *, quiet: bool) -> None:
-        self.progress: Progress | None = None if quiet else _make_progress()
+        self.progress: Progress | None = None if quiet else make_progress()
         self.task: TaskID | None = None
 
     def __enter__(self) -> _Display:
@@ -259,18 +251,6 @@ class _Display:
             elif result.status == "busy":
                 progress.console.print(f"  {result.case.name}: {result.reason}")
             progress.advance(self.task)
-
-
-def _make_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def register(app: typer.Typer) -> None:

@@ -61,7 +61,7 @@ class TrainDisplay:
 
     def __init__(self, *, quiet: bool) -> None:
         self.quiet = quiet
-        self.progress = None if quiet else _make_progress()
+        self.progress = None if quiet else make_progress(TextColumn("{task.fields[losses]}"))
         self.task: TaskID | None = None
         self.total: TaskID | None = None
         self._done_before = 0
@@ -113,14 +113,15 @@ class TrainDisplay:
                 typer.echo(line, err=True)
 
 
-def _make_progress() -> Progress:
+def make_progress(*extra: TextColumn) -> Progress:
+    """The one progress bar style (description, bar, done/total, elapsed, remaining, extras)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
+        *extra,
         console=console,
         transient=True,
     )

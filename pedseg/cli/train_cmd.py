@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from pedseg.cli.options import (
+    base_width_option,
+    batch_size_option,
     data_option,
+    depth_option,
     device_option,
     domain_names,
     domains_option,
+    epochs_option,
     given_options,
+    image_size_option,
+    lam_option,
+    lr_option,
     more_domains_argument,
     out_option,
     parse_image_size,
     quiet_option,
+    recipe_option,
+    schedule_option,
+    seg_loss_option,
+    steps_per_epoch_option,
+    tau_option,
 )
 from pedseg.cli.render import TrainDisplay, epoch_lines, ok, trained_line
-
-if TYPE_CHECKING:
-    from pedseg.domains.spec import DomainSpec
-    from pedseg.training.config import TrainConfig
 
 #: Parameter name -> flag, for the options whose presence matters (``--from`` refuses them).
 _FLAGS = {
@@ -45,12 +53,7 @@ def train(
     more_domains: list[str] = more_domains_argument(),
     data: list[str] = data_option(),
     out: Path | None = out_option(None, "Run folder (default: runs/<scheme>-<arch>-<domains>)."),
-    recipe: str = typer.Option(
-        "pedseg",
-        "--recipe",
-        help="pedseg (measured to converge: Dice+CE, lr 1e-3, warm-up + cosine) | paper (CE, "
-        "Adam 1e-4 constant, batch 32, 30 epochs, 256², width 32).",
-    ),
+    recipe: str = recipe_option(),
     plan: Path | None = typer.Option(
         None, "--plan", help="Train as a plan.json of `pedseg plan` says (fitted to its budget)."
     ),
@@ -63,38 +66,24 @@ def train(
         help="baseline | joint | dsl | dsl-contrastive (the paper's).",
     ),
     arch: str = typer.Option("unet", "--arch", help="unet | attention-unet."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (recipe: 30)."),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Slices per step, over all domains (recipe: 32)."
-    ),
-    image_size: str | None = typer.Option(
-        None,
-        "--image-size",
-        help="In-plane size, 256 or 256x192 (default: the recipe's/descriptors').",
-    ),
-    base_width: int | None = typer.Option(
-        None, "--base-width", help="Channels of the first UNet level (recipe: 32)."
-    ),
-    depth: int | None = typer.Option(None, "--depth", help="Resolution levels (recipe: 5)."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (recipe's)."),
-    schedule: str | None = typer.Option(
-        None, "--schedule", help="constant | cosine | poly (recipe's; warm-up: --warmup-steps)."
-    ),
+    epochs: int | None = epochs_option(),
+    batch_size: int | None = batch_size_option(),
+    image_size: str | None = image_size_option(),
+    base_width: int | None = base_width_option(),
+    depth: int | None = depth_option(),
+    lr: float | None = lr_option(),
+    schedule: str | None = schedule_option(),
     warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="Linear warm-up steps."),
     min_lr_ratio: float | None = typer.Option(
         None, "--min-lr-ratio", help="Share of --lr a decaying schedule ends at."
     ),
-    tau: float = typer.Option(0.1, "--tau", help="Contrastive temperature (Eq. 3)."),
-    lam: float = typer.Option(0.1, "--lambda", help="Contrastive weight λ."),
-    seg_loss: str | None = typer.Option(
-        None, "--seg-loss", help="ce (the paper's) | dice-ce (adds soft Dice; recipe pedseg)."
-    ),
+    tau: float = tau_option(),
+    lam: float = lam_option(),
+    seg_loss: str | None = seg_loss_option(),
     seed: int = typer.Option(
         0, "--seed", help="Seed of initialisation, split, sampling, augmentation."
     ),
-    steps_per_epoch: int | None = typer.Option(
-        None, "--steps-per-epoch", help="Steps per epoch (default: training slices / batch size)."
-    ),
+    steps_per_epoch: int | None = steps_per_epoch_option(),
     device: str = device_option(),
     amp: str = typer.Option(
         "auto", "--amp", help="auto (bf16 where measured faster) | bf16 | off."
@@ -162,16 +151,10 @@ def train(
         )
         return
     specs = DomainRegistry().resolve(names, data=overrides)
-    config, fitted = _train_config(
-        names,
-        specs,
-        recipe=recipe,
-        plan=plan,
-        budget=budget,
-        explicit=explicit,
-        fixed=values,
-        cache_dir=cache_dir,
-    )
+    from pedseg.workflows.training import TrainRequest, resolve_train_config
+
+    request = TrainRequest(recipe=recipe, plan=plan, budget=budget, fixed=values, explicit=explicit)
+    config, fitted = resolve_train_config(names, specs, request, cache_root=cache_dir)
     run_dir = (
         out
         if out is not None
@@ -202,54 +185,6 @@ def train(
 _PARAMS = {"compile": "compile_model", "augment": "no_augment"}
 #: What ``train --from`` passes on to the extension (the rest is the base run's).
 _EXTEND_KEYS = ("epochs", "batch_size", "lr", "steps_per_epoch", "seg_loss")
-
-
-def _train_config(
-    names: list[str],
-    specs: list[DomainSpec],
-    *,
-    recipe: str,
-    plan: Path | None,
-    budget: str | None,
-    explicit: dict[str, Any],
-    fixed: dict[str, Any],
-    cache_dir: Path | None,
-) -> tuple[TrainConfig, float | None]:
-    """The run's config: the recipe, then a plan (read, or made for ``budget``), then the options
-    given explicitly; and the budget (seconds) its epochs are fitted to after the first epoch,
-    if any (none when ``--epochs`` or ``--steps-per-epoch`` is given)."""
-    from pedseg.errors import ConfigError
-    from pedseg.training.config import TrainConfig
-    from pedseg.training.recipes import compose
-
-    planned: dict[str, Any] = {}
-    seconds: float | None = None
-    if plan is not None and budget is not None:
-        raise ConfigError("--plan and --budget both plan the run; give one of them")
-    if plan is not None or budget is not None:
-        from pedseg.planning.plan import read_plan, train_kwargs
-
-        if plan is not None:
-            chosen = read_plan(plan)
-        else:
-            from pedseg.planning.api import plan_run
-            from pedseg.planning.budget import parse_budget
-            from pedseg.planning.plan import OVERRIDABLE
-
-            around = {k: v for k, v in explicit.items() if k in OVERRIDABLE}
-            chosen = plan_run(
-                specs,
-                budget_s=parse_budget(budget or ""),
-                device=str(fixed["device"]),
-                cache_root=cache_dir,
-                overrides=around,
-            ).plan
-        planned = train_kwargs(chosen, domains=names)
-        if not {"epochs", "steps_per_epoch"} & set(explicit):  # the user's epochs are kept
-            seconds = chosen.budget_s
-    values = compose(recipe, defaults=fixed, explicit=explicit, plan=planned)
-    values["domains"] = tuple(names)
-    return TrainConfig(**values), seconds
 
 
 def _extend(

@@ -4,9 +4,7 @@ The JSON report (``<case>.json``) holds the per-label volumes in mL (voxel count
 volume from the spacing, / 1000), the domain, the model hash, the backend and device actually used and
 the time of each step (read, preprocess, inference, postprocess, write) in seconds.
 
-The run manifest (``pedseg-predict.json`` in an output folder) records every case predicted there:
-status (done / failed, with the reason), input, output files (relative), domain and model hash;
-``--continue`` trusts only ``done`` entries of the same model whose files still exist.
+The output folder's manifest is :mod:`pedseg.inference.manifest`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +24,6 @@ from pedseg.domains.spec import DomainSpec
 from pedseg.io.atomic import atomic_path, write_text_atomic
 
 __all__ = [
-    "MANIFEST_NAME",
-    "RunManifest",
     "case_report",
     "label_volumes",
     "preview_slices",
@@ -39,8 +34,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = 1
-MANIFEST_NAME = "pedseg-predict.json"
-MANIFEST_FORMAT = 1
 
 
 def label_volumes(
@@ -162,79 +155,3 @@ def write_preview(
     figure.tight_layout(rect=(0, 0.08, 1, 0.95))
     with atomic_path(path, overwrite=overwrite) as tmp:
         figure.savefig(tmp, format="png")
-
-
-@dataclass
-class RunManifest:
-    """The manifest of an output folder (``path`` None: single-file output, nothing recorded)."""
-
-    path: Path | None
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path | None) -> RunManifest:
-        """The existing manifest at ``path`` (an unreadable one is replaced, with a warning)."""
-        if path is None or not path.exists():
-            return cls(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            logger.warning("%s: unreadable (%s); starting a new manifest", path, error)
-            return cls(path)
-        return cls(path, data if isinstance(data, dict) else {})
-
-    def start(self, *, domain: str, model_sha256: str) -> None:
-        """Set the header of this run (kept in memory until the first :meth:`record`)."""
-        self.data.update(
-            format=MANIFEST_FORMAT,
-            pedseg_version=__version__,
-            domain=domain,
-            model_sha256=model_sha256,
-        )
-
-    def entry(self, name: str) -> dict[str, Any] | None:
-        cases = self.data.get("cases")
-        entry = cases.get(name) if isinstance(cases, dict) else None
-        return entry if isinstance(entry, dict) else None
-
-    def record(
-        self,
-        name: str,
-        *,
-        status: str,
-        source: Path,
-        outputs: Sequence[Path],
-        reason: str = "",
-    ) -> None:
-        """Record one case and rewrite the manifest (atomically)."""
-        if self.path is None:
-            return
-        folder = self.path.parent
-        cases = self.data.get("cases")
-        if not isinstance(cases, dict):
-            cases = self.data["cases"] = {}
-        cases[name] = {
-            "status": status,
-            "input": str(source),
-            "outputs": [str(p.relative_to(folder)) for p in outputs],
-            "reason": reason,
-            "domain": self.data.get("domain"),
-            "model_sha256": self.data.get("model_sha256"),
-        }
-        write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
-
-    def is_done(
-        self, name: str, outputs: Sequence[Path], *, model_sha256: str, domain: str
-    ) -> bool:
-        """Whether ``name`` was done by this model and every file of ``outputs`` is recorded and
-        still present."""
-        entry = self.entry(name)
-        if self.path is None or entry is None or entry.get("status") != "done":
-            return False
-        if entry.get("model_sha256") != model_sha256 or entry.get("domain") != domain:
-            return False
-        recorded = entry.get("outputs")
-        if not isinstance(recorded, list):
-            return False
-        folder = self.path.parent
-        return all(str(p.relative_to(folder)) in recorded and p.exists() for p in outputs)
