@@ -80,6 +80,9 @@ def crossval(
     seg_loss: str | None = seg_loss_option(),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
     steps_per_epoch: int | None = steps_per_epoch_option(),
+    tta: bool = typer.Option(
+        False, "--tta", help="Predict the test cases with flip test-time augmentation."
+    ),
     device: str = device_option(),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Slice cache folder (default: DIR/cache)."
@@ -124,6 +127,7 @@ def crossval(
         shard=parse_shard(shard),
         budget_s=None if budget is None else parse_budget(budget),
         explicit=tuple(sorted(explicit)),
+        tta=tta,
     )
     display = _Display(quiet=quiet)
     result = run_crossval(config, specs, out=out, cache_root=cache_dir, callback=display)

@@ -58,6 +58,12 @@ def predict(
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz (float32)."
     ),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Flip test-time augmentation: average with the mirrored slices (the domain's "
+        "training flip; none for domains trained without one). Twice the network time.",
+    ),
     no_postprocess: bool = typer.Option(
         False, "--no-postprocess", help="Skip the largest-component + closing clean-up."
     ),
@@ -125,10 +131,12 @@ def predict(
             allow_cpu_fallback=allow_cpu_fallback,
             batch_size=batch_size,
             postprocess=not no_postprocess,
+            tta=tta,
         )
         info = predictor.info
         console.print(
-            f"backend {predictor.backend.name} on {predictor.backend.device}; domain {name}; "
+            f"backend {predictor.backend.name} on {predictor.backend.device}"
+            f"{', flip TTA' if predictor.tta else ''}; domain {name}; "
             f"model {info.model_sha256[:12]} ({info.scheme}) from {info.source}",
             soft_wrap=True,
         )

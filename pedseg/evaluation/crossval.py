@@ -103,6 +103,8 @@ class CrossvalConfig:
     between its per-domain models), so that the methods are compared at equal cost."""
     explicit: tuple[str, ...] = ()
     """The ``train`` fields the user gave: with a budget they override the plan's."""
+    tta: bool = False
+    """Predict the test cases with flip test-time augmentation (:mod:`pedseg.inference.tta`)."""
 
     def __post_init__(self) -> None:
         for field, values, known in (
@@ -150,6 +152,8 @@ class CrossvalConfig:
         if self.budget_s is not None:
             settings["budget_s"] = self.budget_s
             settings["explicit"] = sorted(self.explicit)
+        if self.tta:
+            settings["tta"] = True
         if self.shard is not None:
             settings["shard"] = f"{self.shard[0]}/{self.shard[1]}"
             settings["methods"] = [method_name(s, a) for s, a in self.methods]
@@ -281,6 +285,7 @@ def _predict_fold(
             backend="torch",
             device=config.train.device,
             batch_size=config.predict_batch_size,
+            tta=config.tta,
         )
         for case_id in part.test:
             emit(spec.name, case_id)

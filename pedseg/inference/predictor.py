@@ -33,6 +33,7 @@ from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
 from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
 from pedseg.inference.postprocess import ComponentRule, postprocess
+from pedseg.inference.tta import with_tta
 from pedseg.io.volume import Volume
 from pedseg.runfolder import is_run_folder
 
@@ -90,6 +91,7 @@ class Predictor:
         *,
         batch_size: int = 8,
         postprocess: bool = True,
+        tta: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
@@ -97,6 +99,9 @@ class Predictor:
         self.backend = backend
         self.batch_size = batch_size
         self.postprocess = postprocess
+        self.tta = tta and info.spec.flip != "none"
+        """Whether flip test-time augmentation runs (asked for, and the domain trains with flips)."""
+        self._network = with_tta(backend, info.spec.flip) if self.tta else backend
 
     @property
     def spec(self) -> DomainSpec:
@@ -134,7 +139,7 @@ class Predictor:
                 labels[start:stop] = restore_argmax(probs, in_plane_shape=(rows, cols))
             restore_time += time.perf_counter() - r0
 
-        run_batches(self.backend, stack.images, batch_size=self.batch_size, sink=sink)
+        run_batches(self._network, stack.images, batch_size=self.batch_size, sink=sink)
         t2 = time.perf_counter()
         canonical = np.moveaxis(labels, 0, stack.axis)
         if self.postprocess:
@@ -239,13 +244,15 @@ def open_predictor(
     allow_cpu_fallback: bool = False,
     batch_size: int = 8,
     postprocess: bool = True,
+    tta: bool = False,
 ) -> Predictor:
     """The predictor of ``domain`` from a run folder (default: the last run), an ONNX folder or an
     ``.onnx`` file. ``backend`` None picks onnx where an up-to-date export exists, else torch
-    (and the int8 export where :mod:`pedseg.inference.int8_choice` says so)."""
+    (and the int8 export where :mod:`pedseg.inference.int8_choice` says so). ``tta``: flip
+    test-time augmentation (:mod:`pedseg.inference.tta`)."""
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    options: dict[str, Any] = {"batch_size": batch_size, "postprocess": postprocess}
+    options: dict[str, Any] = {"batch_size": batch_size, "postprocess": postprocess, "tta": tta}
     if model is not None and is_onnx_source(model):
         if backend == "torch":
             raise ModelError(

@@ -117,6 +117,7 @@ def predict_case(
             timings=timings,
             outputs=names,
         )
+        report["tta"] = predictor.tta and f"flip-{spec.flip}"
         if volume.source.affine_source is not None:
             report["affine_source"] = volume.source.affine_source
         if verdict is not None:

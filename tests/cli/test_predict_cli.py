@@ -77,6 +77,21 @@ def test_folder_with_an_onnx_export(
     assert {k: v["status"] for k, v in manifest["cases"].items()} == {"a": "done", "b": "done"}
 
 
+def test_tta_runs_through_the_onnx_export_and_is_reported(
+    pedseg: Runner, onnx_dir: Path, inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ("predict", str(inputs), "--domain", "toy", "--model", str(onnx_dir), "--tta")
+    result = pedseg(*args, "-o", str(out))
+    assert result.code == 0, result.err
+    assert "flip TTA" in result.out
+    for name in ("a", "b"):  # the threshold network is flip-equivariant: same labels as without
+        source, seg = nib.load(inputs / f"{name}.nii.gz"), nib.load(out / f"{name}.nii.gz")
+        raw = np.asarray(source.dataobj)
+        assert np.array_equal(np.asarray(seg.dataobj), (raw > raw.mean()).astype(np.uint8))
+        assert json.loads((out / f"{name}.json").read_text())["tta"] == "flip-width"
+
+
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
 def test_cuda_on_a_cpu_machine(
     pedseg: Runner, onnx_dir: Path, inputs: Path, tmp_path: Path
