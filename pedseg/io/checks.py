@@ -62,7 +62,9 @@ def volume_warnings(volume: Volume | np.ndarray) -> list[str]:
     return reasons
 
 
-def _distinct(sample: np.ndarray, low: np.generic, high: np.generic) -> tuple[np.ndarray, np.ndarray]:
+def _distinct(
+    sample: np.ndarray, low: np.generic, high: np.generic
+) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(sample, return_counts=True)``; for integers spanning at most 2**16 values by
     counting (no sort: a few milliseconds for a 2**20-voxel sample instead of tens)."""
     if sample.dtype.kind not in "iub" or int(high) - int(low) >= 1 << 16:
