@@ -171,7 +171,10 @@ def predict_batch(
         )
     if not options.overwrite and not options.resume:
         _refuse_existing(plan)
-    with _folder_state(plan) as (lock, manifest), _Prefetch(len(plan.cases) > 1) as prefetch:
+    with (
+        _folder_state(plan) as (lock, manifest),
+        _Prefetch(options.prefetch and len(plan.cases) > 1) as prefetch,
+    ):
         run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
         emit(BatchEvent("start", 0, len(plan.cases)))
         results: list[CaseResult] = []

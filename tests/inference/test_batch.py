@@ -295,13 +295,15 @@ def test_prefetch_reads_the_next_case_ahead_and_keeps_order_and_failures(
     assert all(thread.startswith("pedseg-prefetch") for _, thread in reads)
     ends = [e.case.name for e in events if e.kind == "case_end" and e.case is not None]
     assert ends == ["a", "b", "c", "d"]
-    # the outputs are those of a run without prefetching (one case at a time)
+    # the outputs and records are those of a run without prefetching
+    reads.clear()
     single = tmp_path / "single"
+    plain = predict_cases(threshold_predictor(), [inputs], BatchOptions(out=single, prefetch=False))
+    assert not any(thread.startswith("pedseg-prefetch") for _, thread in reads)
+    assert [(r.case.name, r.status, r.reason) for r in plain.results] == [
+        (r.case.name, r.status, r.reason) for r in result.results
+    ]
     for name in ("a", "c", "d"):
-        alone = predict_cases(
-            threshold_predictor(), [inputs / f"{name}.nii.gz"], BatchOptions(out=single)
-        )
-        assert alone.results[0].status == "done"
         expected = nib.load(single / f"{name}.nii.gz").get_fdata()
         np.testing.assert_array_equal(nib.load(out / f"{name}.nii.gz").get_fdata(), expected)
         report = json.loads((out / f"{name}.json").read_text())
