@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from pedseg.export.onnx import export_domain
@@ -174,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--baseline-src", type=Path, help="source tree to compare with")
     parser.add_argument("--baseline-run", type=Path, help="run exported by the baseline code")
-    parser.add_argument("--default-cases", type=int, default=0, help="cases for the default UNet")
+    parser.add_argument(
+        "--default-cases", type=int, default=0, help="the default UNet on the N smallest cases"
+    )
+    parser.add_argument("--skip-small", action="store_true", help="only the default UNet")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     inputs = sorted((args.data / "imagesTr").glob("*.nii.gz"))
@@ -200,22 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="pedseg-bench-small-") as name:
         tmp = Path(name)
-        lines += measure(
-            "small",
-            "small model",
-            inputs,
-            args.run,
-            args.domain,
-            tmp,
-            batch=args.batch_size,
-            baseline=baseline,
-        )
+        if not args.skip_small:
+            lines += measure(
+                "small",
+                "small model",
+                inputs,
+                args.run,
+                args.domain,
+                tmp,
+                batch=args.batch_size,
+                baseline=baseline,
+            )
         if args.default_cases:
             folder = default_export(args.run, args.domain, tmp / "onnx-default")
+            smallest = sorted(inputs, key=lambda p: (int(np.prod(nib.load(p).shape)), p.name))
             lines += measure(
                 "default",
                 "default model (256², width 32, random weights)",
-                inputs[: args.default_cases],
+                smallest[: args.default_cases],
                 folder,
                 args.domain,
                 tmp,
