@@ -46,6 +46,8 @@ def _reference_percentile_zscore(array: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(data, [0.5, 99.5])
     clipped = np.asarray(np.clip(data, lo, hi), dtype=np.float32)
     mean, std = float(clipped.mean(dtype=np.float64)), float(clipped.std(dtype=np.float64))
+    if std < 1e-6:  # constant once clipped
+        return np.zeros_like(clipped)
     return ((clipped - mean) / std).astype(np.float32)
 
 
