@@ -11,7 +11,7 @@ descriptor and everything a predictor needs (:data:`METADATA_KEYS`).
 
 Every export is verified before it is put in place: ``onnx.checker`` (full check), then onnxruntime
 (CPU) against the *unfolded* PyTorch model at three image sizes and batch sizes 1 and 3 (the
-embedding relative to its largest magnitude, within the same tolerance). The file is
+embedding relative to its largest magnitude, within the same tolerance; :mod:`pedseg.export.verify`). The file is
 written to a temporary name and only moved into place when the check passes, so a failed export
 leaves nothing behind.
 
@@ -39,9 +39,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from pedseg import __version__
 from pedseg.errors import ConfigError, IntegrityError, ModelError, OutputExistsError
@@ -166,6 +164,7 @@ def export_domain(
     import torch
 
     from pedseg.export.fold import fold_segmenter
+    from pedseg.export.verify import verify_export
     from pedseg.models.segmenter import DomainSegmenter
 
     started = time.perf_counter()
@@ -204,7 +203,7 @@ def export_domain(
     payload = _seal(model)
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(payload)
-        diff, embedding_diff, checked = _verify(
+        diff, embedding_diff, checked = verify_export(
             tmp,
             reference,
             sizes=check_sizes(domain_model.image_size, multiple),
@@ -354,90 +353,6 @@ def _to_onnx(
             do_constant_folding=True,
         )
     return onnx.load_model_from_string(buffer.getvalue())
-
-
-def _verify(
-    path: Path,
-    reference: torch.nn.Module,
-    *,
-    sizes: Sequence[tuple[int, int]],
-    fp16: bool,
-    domain: str,
-) -> tuple[float, float | None, tuple[tuple[int, int, int], ...]]:
-    """Largest ``|onnxruntime - PyTorch|`` over ``sizes`` x :data:`BATCH_SIZES` (probabilities, and
-    the embedding relative to its largest magnitude when the graph has one); raise if too big."""
-    import onnxruntime as ort
-    import torch
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        path.read_bytes(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-    embeds = EMBEDDING_NAME in [o.name for o in session.get_outputs()]
-    generator = torch.Generator().manual_seed(0)
-    worst = 0.0
-    worst_embedding: float | None = 0.0 if embeds else None
-    checked: list[tuple[int, int, int]] = []
-    for height, width in sizes:
-        # One PyTorch pass per size: the smaller batches are the first samples of the largest.
-        x = torch.randn(max(BATCH_SIZES), 1, height, width, generator=generator)
-        with torch.inference_mode():
-            if embeds:
-                segmenter: Any = reference  # a DomainSegmenter (its graph has the embedding)
-                probabilities, embedding = segmenter.segment_and_embed(x)
-                reference_out, reference_z = probabilities.numpy(), embedding.numpy()
-            else:
-                reference_out = reference(x).numpy()
-        for batch in BATCH_SIZES:
-            expected = reference_out[:batch]
-            feed = x[:batch].numpy().astype(np.float16 if fp16 else np.float32)
-            names = [OUTPUT_NAME, EMBEDDING_NAME] if embeds else [OUTPUT_NAME]
-            actual, *z = session.run(names, {INPUT_NAME: feed})
-            if actual.shape != expected.shape:
-                raise ModelError(
-                    f"exported {domain} graph gives shape {actual.shape} for input "
-                    f"{feed.shape}, PyTorch {expected.shape}; the export is broken"
-                )
-            diff = float(np.max(np.abs(actual.astype(np.float64) - expected)))
-            if not diff <= tolerance:  # also catches NaN
-                raise ModelError(
-                    f"exported {domain} graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) "
-                    f"at input {batch}x1x{height}x{width}; nothing was written; report this bug"
-                )
-            worst = max(worst, diff)
-            if z:
-                worst_embedding = max(
-                    worst_embedding or 0.0,
-                    _embedding_diff(z[0], reference_z[:batch], tolerance, domain, feed.shape),
-                )
-            checked.append((batch, height, width))
-    return worst, worst_embedding, tuple(checked)
-
-
-def _embedding_diff(
-    actual: np.ndarray,
-    expected: np.ndarray,
-    tolerance: float,
-    domain: str,
-    shape: tuple[int, ...],
-) -> float:
-    """``max |actual - expected| / max(1, max |expected|)``; raise when beyond ``tolerance``."""
-    if actual.shape != expected.shape:
-        raise ModelError(
-            f"exported {domain} graph gives an embedding of shape {actual.shape} for input "
-            f"{shape}, PyTorch {expected.shape}; the export is broken"
-        )
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    diff = float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
-    if not diff <= tolerance:  # also catches NaN
-        raise ModelError(
-            f"exported {domain} graph's embedding differs from PyTorch by {diff:.3g} (relative, "
-            f"> {tolerance:g}) at input {'x'.join(map(str, shape))}; nothing was written; "
-            "report this bug"
-        )
-    return diff
 
 
 def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

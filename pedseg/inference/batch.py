@@ -17,7 +17,7 @@ A failing case leaves none of its files behind and does not stop the others. See
 With the domain known beforehand (a :class:`~pedseg.inference.routing.FixedDomain` router), step 4
 predicts first and then checks the scan against the profiles with the embeddings of that same
 network pass. While a case runs, the next one is read (and, with a known domain, normalised and
-resized) in one background thread (:class:`_Prefetch`, at most one case ahead): only the input is
+resized) in one background thread (:mod:`pedseg.inference.prefetch`, one case ahead): only the input is
 read early, never before the previous case; locks, manifest records and outputs are taken in order
 exactly as without it, and a prefetched case's read error is that case's failure. Cases the
 manifest already marks done are not prefetched.
@@ -25,16 +25,13 @@ manifest already marks done are not prefetched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
 
-from pedseg.data.preprocess import SliceStack
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, PedsegError
 from pedseg.inference.cases import (
@@ -48,19 +45,20 @@ from pedseg.inference.cases import (
     with_clinical,
 )
 from pedseg.inference.manifest import (
-    LOCK_NAME,
     MANIFEST_NAME,
     FolderLock,
     OutputManifest,
+    folder_state,
+    refuse_existing,
     remove_stale_temporaries,
 )
 from pedseg.inference.ood import OodCheck
 from pedseg.inference.predictor import Prediction, Predictor
+from pedseg.inference.prefetch import Prefetch, Staged
+from pedseg.inference.results import BatchEvent, BatchResult, CaseResult
 from pedseg.inference.routing import FixedDomain, KnownEmbeddings, Route, Router, fixed_domain
 from pedseg.inference.writing import predict_case
 from pedseg.io import read_volume
-from pedseg.io.atomic import make_folder
-from pedseg.io.volume import Volume
 
 __all__ = [
     "MANIFEST_NAME",
@@ -78,50 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Status = Literal["done", "failed", "skipped", "busy"]
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    case: Case
-    status: Status
-    outputs: tuple[Path, ...] = ()
-    reason: str = ""
-    report: dict[str, Any] | None = None
-    seconds: float = 0.0
-    domain: str | None = None
-    warnings: tuple[str, ...] = ()
-    ood_warning: str | None = None
-    """The out-of-distribution verdict's warning (known once the case is predicted)."""
-
-
-@dataclass(frozen=True)
-class BatchEvent:
-    """Progress: ``start`` (total known), ``case_start``, ``routed`` (the case's :class:`Route`:
-    domain, warnings), ``case_end`` (with the result)."""
-
-    kind: Literal["start", "case_start", "routed", "case_end"]
-    index: int
-    total: int
-    case: Case | None = None
-    result: CaseResult | None = None
-    route: Route | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    results: tuple[CaseResult, ...]
-    manifest: Path | None
-    backend: str
-    device: str
-
-    @property
-    def failed(self) -> list[CaseResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    def count(self, status: Status) -> int:
-        return sum(1 for r in self.results if r.status == status)
 
 
 # -------------------------------------------------------------------------------------- running
@@ -170,10 +124,10 @@ def predict_batch(
             },
         )
     if not options.overwrite and not options.resume:
-        _refuse_existing(plan)
+        refuse_existing(plan)
     with (
-        _folder_state(plan) as (lock, manifest),
-        _Prefetch(options.prefetch and len(plan.cases) > 1) as prefetch,
+        folder_state(plan) as (lock, manifest),
+        Prefetch(enabled=options.prefetch and len(plan.cases) > 1) as prefetch,
     ):
         run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
         emit(BatchEvent("start", 0, len(plan.cases)))
@@ -207,79 +161,6 @@ def predict_batch(
     )
 
 
-@contextlib.contextmanager
-def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputManifest | None]]:
-    if plan.folder is None:
-        yield None, None
-        return
-    new = [f for f in (plan.folder, *plan.folder.parents) if not f.exists()]
-    make_folder(plan.folder)
-    try:
-        with FolderLock(plan.folder) as lock:
-            yield lock, OutputManifest(plan.folder, lock)
-    finally:
-        if new and {p.name for p in plan.folder.iterdir()} == {LOCK_NAME}:
-            # nothing was written into the folders this run made: leave none of them behind
-            with contextlib.suppress(OSError):
-                (plan.folder / LOCK_NAME).unlink()
-                for folder in new:
-                    folder.rmdir()
-
-
-@dataclass(frozen=True, eq=False)
-class _Staged:
-    """A case read (and prepared for a known domain's predictor) ahead of its turn."""
-
-    volume: Volume
-    read_s: float
-    stack: SliceStack | None = None
-    prepare_s: float = 0.0
-
-
-_Stager = Callable[[Case], _Staged]
-
-
-class _Prefetch:
-    """Stages the next case in a background thread (one case ahead at most)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="pedseg-prefetch") if enabled else None
-        )
-        self._pending: tuple[Case, Future[_Staged]] | None = None
-
-    def __enter__(self) -> _Prefetch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def submit(self, case: Case, stage: _Stager) -> None:
-        """Start staging ``case`` in the background (the thread stages one case after another)."""
-        if self._pool is not None:
-            self._pending = (case, self._pool.submit(stage, case))
-
-    def start(self, case: Case, stage: _Stager) -> Future[_Staged] | None:
-        """Stage ``case`` now, in the thread (so cases are read in order); None when disabled."""
-        return self._pool.submit(stage, case) if self._pool is not None else None
-
-    def take(self, case: Case) -> Future[_Staged] | None:
-        """The staging of ``case`` when it was submitted (its error is raised by ``result()``)."""
-        pending, self._pending = self._pending, None
-        return pending[1] if pending is not None and pending[0] is case else None
-
-
-def _refuse_existing(plan: BatchPlan) -> None:
-    """Without ``--overwrite`` or ``--continue``, existing outputs are refused before any work."""
-    existing = [p for case in plan.cases for p in plan.files(case) if p.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
-        raise OutputExistsError(
-            existing[0], f"pass --overwrite to replace it{more}, or --continue to skip done cases"
-        )
-
-
 @dataclass
 class _Run:
     """One :func:`predict_batch` call's state: what every case's workflow needs."""
@@ -308,7 +189,7 @@ class _Run:
         """Whether ``case`` will most likely be skipped (done before): not worth reading early."""
         return self.options.resume and not self.options.overwrite and self.is_done(case)
 
-    def stage(self, case: Case) -> _Staged:
+    def stage(self, case: Case) -> Staged:
         """Read ``case`` and, when its domain is known and its predictor open, prepare its slices
         (thread-safe: it only reads)."""
         start = time.perf_counter()
@@ -317,10 +198,10 @@ class _Run:
         fixed = self.router if isinstance(self.router, FixedDomain) else None
         predictor = self.pool.opened.get(fixed.domain) if fixed is not None else None
         if predictor is None:
-            return _Staged(volume, read_s)
+            return Staged(volume, read_s)
         start = time.perf_counter()
         stack = predictor.prepare(volume)
-        return _Staged(volume, read_s, stack, time.perf_counter() - start)
+        return Staged(volume, read_s, stack, time.perf_counter() - start)
 
     def owned(self, case: Case) -> set[Path]:
         """Outputs of ``case`` its record lists (pedseg wrote them): replaced on ``--continue``."""
@@ -329,7 +210,7 @@ class _Run:
         names = self.manifest.owned_outputs(case.name)
         return {p for p in self.plan.files(case) if self.manifest.relative(p) in names}
 
-    def locked_case(self, index: int, case: Case, staged: Future[_Staged] | None) -> CaseResult:
+    def locked_case(self, index: int, case: Case, staged: Future[Staged] | None) -> CaseResult:
         """Steps 1-5 of the module docstring for one case."""
         files = self.plan.files(case)
         if self.lock is not None and not self.lock.try_case(case.name):
@@ -385,7 +266,7 @@ class _Run:
         return outputs
 
     def route_and_predict(
-        self, case: Case, staged: _Staged, may_replace: bool
+        self, case: Case, staged: Staged, may_replace: bool
     ) -> tuple[Route, Predictor, CaseOutputs, Prediction | None, float]:
         """The case's route, predictor and outputs; for a known domain also its prediction (made
         first: the domain check uses its embeddings). Last: the seconds the route took."""
@@ -421,7 +302,7 @@ class _Run:
         return route, predictor, outputs, prediction, time.perf_counter() - t0
 
     def run_case(
-        self, index: int, case: Case, may_replace: bool, staged: Future[_Staged] | None = None
+        self, index: int, case: Case, may_replace: bool, staged: Future[Staged] | None = None
     ) -> CaseResult:
         start = time.perf_counter()
         route: Route | None = None
