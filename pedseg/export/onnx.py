@@ -2,12 +2,16 @@
 
 One graph per domain (``RUN/onnx/<domain>.onnx`` by default): the shared convolutions with that
 domain's batch norm folded in (:mod:`pedseg.export.fold`), its head and the softmax. Input ``image``
-``(N, 1, H, W)``, output ``probabilities`` ``(N, C, H, W)``, batch, height and width dynamic (height
-and width must stay multiples of the model's ``size_multiple``). ``metadata_props`` carry the domain
+``(N, 1, H, W)``, outputs ``probabilities`` ``(N, C, H, W)`` and ``embedding`` ``(N, D)`` (the
+bottleneck's global max pooling ``z`` of the same pass, which the domain check compares with the
+run's profiles: one network call per slice, not two), batch, height and width dynamic (height
+and width must stay multiples of the model's ``size_multiple``). Modules other than a
+:class:`~pedseg.models.segmenter.DomainSegmenter` are exported with ``probabilities`` only. ``metadata_props`` carry the domain
 descriptor and everything a predictor needs (:data:`METADATA_KEYS`).
 
 Every export is verified before it is put in place: ``onnx.checker`` (full check), then onnxruntime
-(CPU) against the *unfolded* PyTorch model at three image sizes and batch sizes 1 and 3. The file is
+(CPU) against the *unfolded* PyTorch model at three image sizes and batch sizes 1 and 3 (the
+embedding relative to its largest magnitude, within the same tolerance; :mod:`pedseg.export.verify`). The file is
 written to a temporary name and only moved into place when the check passes, so a failed export
 leaves nothing behind.
 
@@ -37,8 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from pedseg import __version__
 from pedseg.errors import ConfigError, IntegrityError, ModelError, OutputExistsError
 from pedseg.io.atomic import atomic_path
@@ -47,9 +49,11 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
+    from pedseg.models.segmenter import DomainSegmenter
     from pedseg.runfolder.loading import DomainModel, LoadedRun
 
 __all__ = [
+    "EMBEDDING_NAME",
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
     "INPUT_NAME",
@@ -67,6 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"
 DIGEST_KEY = "content_sha256"
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
@@ -102,6 +107,9 @@ class ExportReport:
     sizes_checked: tuple[tuple[int, int, int], ...]
     """``(batch, height, width)`` of every input checked."""
     seconds: float
+    embedding_diff: float | None = None
+    """Largest ``|onnxruntime - PyTorch|`` of the ``embedding`` output over its largest magnitude
+    (``None``: exported without one)."""
 
 
 def check_sizes(image_size: tuple[int, int], multiple: int) -> list[tuple[int, int]]:
@@ -156,6 +164,7 @@ def export_domain(
     import torch
 
     from pedseg.export.fold import fold_segmenter
+    from pedseg.export.verify import verify_export
     from pedseg.models.segmenter import DomainSegmenter
 
     started = time.perf_counter()
@@ -170,9 +179,13 @@ def export_domain(
         exported = copy.deepcopy(reference).eval()
     dtype = torch.float16 if fp16 else torch.float32
     exported = exported.to(dtype)
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)
+    if isinstance(exported, DomainSegmenter):
+        exported, outputs = segment_and_embed(exported), (OUTPUT_NAME, EMBEDDING_NAME)
     # Height and width are dynamic: trace at the smallest valid size (half precision is slow on
     # CPU); the verification below runs the graph at the model's own size and two others.
-    model = _to_onnx(exported, torch.zeros(1, 1, multiple, multiple, dtype=dtype), opset=opset)
+    example = torch.zeros(1, 1, multiple, multiple, dtype=dtype)
+    model = _to_onnx(exported, example, opset=opset, outputs=outputs)
     onnx.helper.set_model_props(
         model, export_metadata(domain_model, precision="fp16" if fp16 else "fp32")
     )
@@ -190,7 +203,7 @@ def export_domain(
     payload = _seal(model)
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(payload)
-        diff, checked = _verify(
+        diff, embedding_diff, checked = verify_export(
             tmp,
             reference,
             sizes=check_sizes(domain_model.image_size, multiple),
@@ -203,6 +216,7 @@ def export_domain(
         max_abs_diff=diff,
         sizes_checked=checked,
         seconds=time.perf_counter() - started,
+        embedding_diff=embedding_diff,
     )
 
 
@@ -293,11 +307,35 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- helpers
-def _to_onnx(module: torch.nn.Module, example: torch.Tensor, *, opset: int) -> onnx.ModelProto:
+def segment_and_embed(segmenter: DomainSegmenter) -> torch.nn.Module:
+    """``x -> (probabilities, embedding)`` of a :class:`DomainSegmenter`, as a module to trace."""
+    from torch import nn
+
+    class SegmentAndEmbed(nn.Module):
+        def __init__(self, inner: DomainSegmenter) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.inner.segment_and_embed(x)
+
+    return SegmentAndEmbed(segmenter).eval()
+
+
+def _to_onnx(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    *,
+    opset: int,
+    outputs: Sequence[str] = (OUTPUT_NAME,),
+) -> onnx.ModelProto:
     import onnx
     import torch
 
     axes = {0: "batch", 2: "height", 3: "width"}
+    dynamic: dict[str, dict[int, str]] = {INPUT_NAME: axes, OUTPUT_NAME: axes}
+    if EMBEDDING_NAME in outputs:
+        dynamic[EMBEDDING_NAME] = {0: "batch"}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript-based exporter is deprecated in favour of dynamo; it is exact here.
@@ -310,57 +348,11 @@ def _to_onnx(module: torch.nn.Module, example: torch.Tensor, *, opset: int) -> o
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
             do_constant_folding=True,
         )
     return onnx.load_model_from_string(buffer.getvalue())
-
-
-def _verify(
-    path: Path,
-    reference: torch.nn.Module,
-    *,
-    sizes: Sequence[tuple[int, int]],
-    fp16: bool,
-    domain: str,
-) -> tuple[float, tuple[tuple[int, int, int], ...]]:
-    """Largest ``|onnxruntime - PyTorch|`` over ``sizes`` x :data:`BATCH_SIZES`; raise if too big."""
-    import onnxruntime as ort
-    import torch
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        path.read_bytes(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-    generator = torch.Generator().manual_seed(0)
-    worst = 0.0
-    checked: list[tuple[int, int, int]] = []
-    for height, width in sizes:
-        # One PyTorch pass per size: the smaller batches are the first samples of the largest.
-        x = torch.randn(max(BATCH_SIZES), 1, height, width, generator=generator)
-        with torch.inference_mode():
-            reference_out = reference(x).numpy()
-        for batch in BATCH_SIZES:
-            expected = reference_out[:batch]
-            feed = x[:batch].numpy().astype(np.float16 if fp16 else np.float32)
-            (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
-            if actual.shape != expected.shape:
-                raise ModelError(
-                    f"exported {domain} graph gives shape {actual.shape} for input "
-                    f"{feed.shape}, PyTorch {expected.shape}; the export is broken"
-                )
-            diff = float(np.max(np.abs(actual.astype(np.float64) - expected)))
-            if not diff <= tolerance:  # also catches NaN
-                raise ModelError(
-                    f"exported {domain} graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) "
-                    f"at input {batch}x1x{height}x{width}; nothing was written; report this bug"
-                )
-            worst = max(worst, diff)
-            checked.append((batch, height, width))
-    return worst, tuple(checked)
 
 
 def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

@@ -2,7 +2,10 @@
 
 A backend maps a batch of normalised slices ``(N, 1, H, W)`` float32 to softmax probabilities
 ``(N, C, H, W)`` float32 (numpy in, numpy out) and says what it runs on (:attr:`Backend.name`,
-:attr:`Backend.device`).
+:attr:`Backend.device`). Backends that can also give the embedding ``z`` ``(N, D)`` of the same
+pass (a PyTorch :class:`~pedseg.models.segmenter.DomainSegmenter`, an export with an ``embedding``
+output) have ``segment_and_embed`` (:func:`embedding_call` finds it): the domain check then costs
+no second network call.
 
 Device rules: ``cpu`` never touches CUDA. ``cuda`` (or ``cuda:N``) must get a working GPU provider,
 else :class:`DeviceError` unless ``allow_cpu_fallback`` (then the CPU, with a warning). ``auto`` uses
@@ -40,6 +43,7 @@ __all__ = [
     "Backend",
     "OnnxBackend",
     "TorchBackend",
+    "embedding_call",
     "gpu_present",
     "num_threads",
     "parse_device",
@@ -50,6 +54,7 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("onnx", "onnx-int8", "torch")
 NUM_THREADS_ENV = "PEDSEG_NUM_THREADS"
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
+EMBEDDING_OUTPUT = "embedding"  # pedseg.export.onnx.EMBEDDING_NAME, without importing onnx
 _ORT_ERROR = 3  # onnxruntime log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _ORT_FATAL = 4
 
@@ -212,10 +217,17 @@ class OnnxBackend:
             else:
                 logger.info("onnxruntime could not load its CUDA provider; using the CPU")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{path}: expected one input and one output, got more; re-export it")
+        names = [o.name for o in outputs]
+        two = len(outputs) == 2 and names[1] == EMBEDDING_OUTPUT
+        if len(inputs) != 1 or not (len(outputs) == 1 or two):
+            raise ModelError(
+                f"{path}: expected one input and one output (or probabilities and embedding), "
+                f"got {len(inputs)} and {len(outputs)}; re-export it"
+            )
         self._input = inputs[0].name
         self._output = outputs[0].name
+        self.embeds = two
+        """Whether the graph also outputs the embedding (exports since pedseg 0.1, not int8)."""
         self._dtype = np.float16 if "float16" in inputs[0].type else np.float32
 
     def _want_cuda(self, request: DeviceRequest, *, allow_cpu_fallback: bool) -> bool:
@@ -240,16 +252,27 @@ class OnnxBackend:
         return self._dtype == np.float16
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._run(images, [self._output])[0]
+
+    def segment_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and embeddings of one pass; only for a graph that :attr:`embeds`."""
+        if not self.embeds:
+            raise ModelError(f"{self.path}: this graph has no embedding output; re-export it")
+        probabilities, embedding = self._run(images, [self._output, EMBEDDING_OUTPUT])
+        return probabilities, embedding
+
+    def _run(self, images: np.ndarray, names: list[str]) -> list[np.ndarray]:
         feed = np.ascontiguousarray(images, dtype=self._dtype)
         if self.device == "cpu":
-            out = self.session.run([self._output], {self._input: feed})[0]
+            outs = self.session.run(names, {self._input: feed})
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self._input, feed)
-            binding.bind_output(self._output, "cuda", device_id=parse_device(self.device).index)
+            for name in names:
+                binding.bind_output(name, "cuda", device_id=parse_device(self.device).index)
             self.session.run_with_iobinding(binding)
-            out = binding.copy_outputs_to_cpu()[0]
-        return np.asarray(out, dtype=np.float32)
+            outs = binding.copy_outputs_to_cpu()
+        return [np.asarray(out, dtype=np.float32) for out in outs]
 
 
 # --------------------------------------------------------------------------------------- torch
@@ -297,12 +320,44 @@ class TorchBackend:
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.module = module
 
+    @property
+    def embeds(self) -> bool:
+        """Whether the module gives the embedding of its pass (a ``DomainSegmenter``)."""
+        return callable(getattr(self.module, "segment_and_embed", None))
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self._device)
         with torch.inference_mode():
-            out = self.module(x.contiguous(memory_format=self._format))
+            out = self.module(self._tensor(images))
         return np.ascontiguousarray(out.float().cpu().numpy())
+
+    def segment_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and embeddings of one pass; only for a module that :attr:`embeds`."""
+        torch = self._torch
+        if not self.embeds:
+            raise ModelError(f"a {type(self.module).__name__} gives no embedding")
+        with torch.inference_mode():
+            both: Any = self.module.segment_and_embed
+            probabilities, embedding = both(self._tensor(images))
+        return (
+            np.ascontiguousarray(probabilities.float().cpu().numpy()),
+            np.ascontiguousarray(embedding.float().cpu().numpy()),
+        )
+
+    def _tensor(self, images: np.ndarray) -> torch.Tensor:
+        x = self._torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        return x.to(self._device).contiguous(memory_format=self._format)
+
+
+EmbeddingCall = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def embedding_call(backend: object) -> EmbeddingCall | None:
+    """``backend.segment_and_embed`` when the backend gives the embedding of its pass, else None."""
+    if not getattr(backend, "embeds", False):
+        return None
+    call = getattr(backend, "segment_and_embed", None)
+    return call if callable(call) else None
 
 
 def run_batches(

@@ -13,17 +13,24 @@ that an interrupted run of pedseg left unfinished), then for each case, in input
 
 A failing case leaves none of its files behind and does not stop the others. See
 :mod:`pedseg.inference.manifest` for the folder's state and locks.
+
+With the domain known beforehand (a :class:`~pedseg.inference.routing.FixedDomain` router), step 4
+predicts first and then checks the scan against the profiles with the embeddings of that same
+network pass. While a case runs, the next one is read (and, with a known domain, normalised and
+resized) in one background thread (:mod:`pedseg.inference.prefetch`, one case ahead): only the input is
+read early, never before the previous case; locks, manifest records and outputs are taken in order
+exactly as without it, and a prefetched case's read error is that case's failure. Cases the
+manifest already marks done are not prefetched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
 
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import OutputExistsError, PedsegError
@@ -38,18 +45,20 @@ from pedseg.inference.cases import (
     with_clinical,
 )
 from pedseg.inference.manifest import (
-    LOCK_NAME,
     MANIFEST_NAME,
     FolderLock,
     OutputManifest,
+    folder_state,
+    refuse_existing,
     remove_stale_temporaries,
 )
 from pedseg.inference.ood import OodCheck
-from pedseg.inference.predictor import Predictor
-from pedseg.inference.routing import Route, Router, fixed_domain
+from pedseg.inference.predictor import Prediction, Predictor
+from pedseg.inference.prefetch import Prefetch, Staged
+from pedseg.inference.results import BatchEvent, BatchResult, CaseResult
+from pedseg.inference.routing import FixedDomain, KnownEmbeddings, Route, Router, fixed_domain
 from pedseg.inference.writing import predict_case
 from pedseg.io import read_volume
-from pedseg.io.atomic import make_folder
 
 __all__ = [
     "MANIFEST_NAME",
@@ -67,50 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Status = Literal["done", "failed", "skipped", "busy"]
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    case: Case
-    status: Status
-    outputs: tuple[Path, ...] = ()
-    reason: str = ""
-    report: dict[str, Any] | None = None
-    seconds: float = 0.0
-    domain: str | None = None
-    warnings: tuple[str, ...] = ()
-    ood_warning: str | None = None
-    """The out-of-distribution verdict's warning (known once the case is predicted)."""
-
-
-@dataclass(frozen=True)
-class BatchEvent:
-    """Progress: ``start`` (total known), ``case_start``, ``routed`` (the case's :class:`Route`:
-    domain, warnings), ``case_end`` (with the result)."""
-
-    kind: Literal["start", "case_start", "routed", "case_end"]
-    index: int
-    total: int
-    case: Case | None = None
-    result: CaseResult | None = None
-    route: Route | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    results: tuple[CaseResult, ...]
-    manifest: Path | None
-    backend: str
-    device: str
-
-    @property
-    def failed(self) -> list[CaseResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    def count(self, status: Status) -> int:
-        return sum(1 for r in self.results if r.status == status)
 
 
 # -------------------------------------------------------------------------------------- running
@@ -159,14 +124,23 @@ def predict_batch(
             },
         )
     if not options.overwrite and not options.resume:
-        _refuse_existing(plan)
-    with _folder_state(plan) as (lock, manifest):
+        refuse_existing(plan)
+    with (
+        folder_state(plan) as (lock, manifest),
+        Prefetch(enabled=options.prefetch and len(plan.cases) > 1) as prefetch,
+    ):
         run = _Run(plan, options, pool, router, emit, lock, manifest, ood or OodCheck())
         emit(BatchEvent("start", 0, len(plan.cases)))
         results: list[CaseResult] = []
-        for index, case in enumerate(plan.cases):
+        cases = plan.cases
+        for index, case in enumerate(cases):
+            staged = prefetch.take(case)
+            if staged is None and not run.skippable(case):
+                staged = prefetch.start(case, run.stage)
+            if index + 1 < len(cases) and not run.skippable(cases[index + 1]):
+                prefetch.submit(cases[index + 1], run.stage)
             emit(BatchEvent("case_start", index, len(plan.cases), case=case))
-            result = run.locked_case(index, case)
+            result = run.locked_case(index, case, staged)
             results.append(result)
             emit(BatchEvent("case_end", index, len(plan.cases), case=case, result=result))
         if manifest is not None and any(
@@ -185,35 +159,6 @@ def predict_batch(
         backend.name if backend is not None else "none",
         backend.device if backend is not None else "none",
     )
-
-
-@contextlib.contextmanager
-def _folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputManifest | None]]:
-    if plan.folder is None:
-        yield None, None
-        return
-    new = [f for f in (plan.folder, *plan.folder.parents) if not f.exists()]
-    make_folder(plan.folder)
-    try:
-        with FolderLock(plan.folder) as lock:
-            yield lock, OutputManifest(plan.folder, lock)
-    finally:
-        if new and {p.name for p in plan.folder.iterdir()} == {LOCK_NAME}:
-            # nothing was written into the folders this run made: leave none of them behind
-            with contextlib.suppress(OSError):
-                (plan.folder / LOCK_NAME).unlink()
-                for folder in new:
-                    folder.rmdir()
-
-
-def _refuse_existing(plan: BatchPlan) -> None:
-    """Without ``--overwrite`` or ``--continue``, existing outputs are refused before any work."""
-    existing = [p for case in plan.cases for p in plan.files(case) if p.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
-        raise OutputExistsError(
-            existing[0], f"pass --overwrite to replace it{more}, or --continue to skip done cases"
-        )
 
 
 @dataclass
@@ -240,6 +185,24 @@ class _Run:
             case.name, self.plan.files(case), model_sha256=model, domain=domain
         )
 
+    def skippable(self, case: Case) -> bool:
+        """Whether ``case`` will most likely be skipped (done before): not worth reading early."""
+        return self.options.resume and not self.options.overwrite and self.is_done(case)
+
+    def stage(self, case: Case) -> Staged:
+        """Read ``case`` and, when its domain is known and its predictor open, prepare its slices
+        (thread-safe: it only reads)."""
+        start = time.perf_counter()
+        volume = read_volume(case.source)
+        read_s = time.perf_counter() - start
+        fixed = self.router if isinstance(self.router, FixedDomain) else None
+        predictor = self.pool.opened.get(fixed.domain) if fixed is not None else None
+        if predictor is None:
+            return Staged(volume, read_s)
+        start = time.perf_counter()
+        stack = predictor.prepare(volume)
+        return Staged(volume, read_s, stack, time.perf_counter() - start)
+
     def owned(self, case: Case) -> set[Path]:
         """Outputs of ``case`` its record lists (pedseg wrote them): replaced on ``--continue``."""
         if self.manifest is None or not self.options.resume:
@@ -247,7 +210,7 @@ class _Run:
         names = self.manifest.owned_outputs(case.name)
         return {p for p in self.plan.files(case) if self.manifest.relative(p) in names}
 
-    def locked_case(self, index: int, case: Case) -> CaseResult:
+    def locked_case(self, index: int, case: Case, staged: Future[Staged] | None) -> CaseResult:
         """Steps 1-5 of the module docstring for one case."""
         files = self.plan.files(case)
         if self.lock is not None and not self.lock.try_case(case.name):
@@ -272,7 +235,7 @@ class _Run:
                     model_sha256=None,
                 )
             may_replace = self.options.overwrite or all(p in owned for p in files if p.exists())
-            result = self.run_case(index, case, may_replace)
+            result = self.run_case(index, case, may_replace, staged)
             if self.manifest is not None:
                 _record(self.manifest, result)
             return result
@@ -302,22 +265,59 @@ class _Run:
             )
         return outputs
 
-    def run_case(self, index: int, case: Case, may_replace: bool) -> CaseResult:
+    def route_and_predict(
+        self, case: Case, staged: Staged, may_replace: bool
+    ) -> tuple[Route, Predictor, CaseOutputs, Prediction | None, float]:
+        """The case's route, predictor and outputs; for a known domain also its prediction (made
+        first: the domain check uses its embeddings). Last: the seconds the route took."""
+        volume = staged.volume
+        if not isinstance(self.router, FixedDomain):
+            t0 = time.perf_counter()
+            route = self.router(case, volume)
+            seconds = time.perf_counter() - t0
+            predictor = self.pool.get(route.domain)
+            return (
+                route,
+                predictor,
+                self.routed_outputs(case, predictor.spec, may_replace),
+                None,
+                seconds,
+            )
+        fixed = self.router
+        predictor = self.pool.get(fixed.domain)
+        outputs = self.routed_outputs(case, predictor.spec, may_replace)
+        prediction = predictor.predict(
+            volume,
+            keep_probabilities=outputs.probabilities is not None,
+            embed=fixed.check is not None,
+            stack=staged.stack,
+            stack_seconds=staged.prepare_s,
+        )
+        known = None
+        if prediction.embeddings is not None:
+            z = KnownEmbeddings(predictor.spec, predictor.info.image_size, prediction.embeddings)
+            known = {fixed.domain: z}
+        t0 = time.perf_counter()
+        route = fixed(case, volume, known=known)
+        return route, predictor, outputs, prediction, time.perf_counter() - t0
+
+    def run_case(
+        self, index: int, case: Case, may_replace: bool, staged: Future[Staged] | None = None
+    ) -> CaseResult:
         start = time.perf_counter()
         route: Route | None = None
         try:
-            volume = read_volume(case.source)
-            read_s = time.perf_counter() - start
-            t1 = time.perf_counter()
-            route = self.router(case, volume)
+            ready = staged.result() if staged is not None else self.stage(case)
+            volume = ready.volume
+            route, predictor, outputs, prediction, route_s = self.route_and_predict(
+                case, ready, may_replace
+            )
             if volume.warnings:  # e.g. a qform/sform disagreement: segmented, and said
                 route = replace(route, warnings=(*volume.warnings, *route.warnings))
-            timings = {"read": read_s}
+            timings = {"read": ready.read_s}
             if route.recognition is not None:
-                timings["recognition"] = time.perf_counter() - t1
+                timings["recognition"] = route_s
             self.emit(BatchEvent("routed", index, len(self.plan.cases), case=case, route=route))
-            predictor = self.pool.get(route.domain)
-            outputs = self.routed_outputs(case, predictor.spec, may_replace)
             report = predict_case(
                 predictor,
                 case,
@@ -329,6 +329,7 @@ class _Run:
                 formats=self.options.formats_for(predictor.spec),
                 ood=self.ood,
                 overwrite=may_replace,
+                prediction=prediction,
             )
         except (PedsegError, MemoryError) as error:
             reason = str(error) if isinstance(error, PedsegError) else "out of memory"

@@ -222,6 +222,8 @@ class BatchOptions:
     mesh_format: str | None = None
     mesh_smoothing: int | None = None
     mesh_decimate: float | None = None
+    prefetch: bool = True
+    """Read (and prepare) the next case in a background thread while one runs."""
 
     def __post_init__(self) -> None:
         self.formats_for(None)  # bad --outputs values fail here, before any work

@@ -28,18 +28,28 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pedseg import __version__
-from pedseg.errors import ConfigError, OutputError
-from pedseg.io.atomic import write_text_atomic
+from pedseg.errors import ConfigError, OutputError, OutputExistsError
+from pedseg.io.atomic import make_folder, write_text_atomic
+
+if TYPE_CHECKING:
+    from pedseg.inference.cases import BatchPlan
 
 try:  # POSIX; elsewhere the folder is not protected against concurrent runs (logged once)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "MANIFEST_NAME", "FolderLock", "OutputManifest"]
+__all__ = [
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "FolderLock",
+    "OutputManifest",
+    "folder_state",
+    "refuse_existing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -237,3 +247,35 @@ def remove_stale_temporaries(outputs: Sequence[Path]) -> list[Path]:
                 stale.unlink()
                 removed.append(stale)
     return removed
+
+
+# ---------------------------------------------------------------------- a batch's folder
+@contextlib.contextmanager
+def folder_state(plan: BatchPlan) -> Iterator[tuple[FolderLock | None, OutputManifest | None]]:
+    """The output folder's lock and manifest for one batch (none for a single-file output);
+    folders the batch made and wrote nothing into are removed again."""
+    if plan.folder is None:
+        yield None, None
+        return
+    new = [f for f in (plan.folder, *plan.folder.parents) if not f.exists()]
+    make_folder(plan.folder)
+    try:
+        with FolderLock(plan.folder) as lock:
+            yield lock, OutputManifest(plan.folder, lock)
+    finally:
+        if new and {p.name for p in plan.folder.iterdir()} == {LOCK_NAME}:
+            # nothing was written into the folders this run made: leave none of them behind
+            with contextlib.suppress(OSError):
+                (plan.folder / LOCK_NAME).unlink()
+                for folder in new:
+                    folder.rmdir()
+
+
+def refuse_existing(plan: BatchPlan) -> None:
+    """Without ``--overwrite`` or ``--continue``, existing outputs are refused before any work."""
+    existing = [p for case in plan.cases for p in plan.files(case) if p.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            existing[0], f"pass --overwrite to replace it{more}, or --continue to skip done cases"
+        )

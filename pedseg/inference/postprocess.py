@@ -29,7 +29,9 @@ result is exactly ``closing(largest_component(mask))``.
 
 Speed: every label is cropped to its bounding box (the closing of a set never leaves the set's
 bounding box for a ball-shaped element, so padding the crop by the half-extent is exact), components
-come from cc3d and the morphology from scipy.ndimage on the crop only.
+come from cc3d and the morphology on the crop only: for the small elements of a closing in mm
+(at most :data:`SHIFT_OFFSETS` voxels) as an OR / AND of shifted copies of the mask (3-6x faster
+than ``scipy.ndimage``, identical by construction and tested against it), else scipy.ndimage.
 """
 
 from __future__ import annotations
@@ -45,10 +47,20 @@ from scipy import ndimage
 from pedseg.domains.spec import PostprocessSpec
 from pedseg.errors import ConfigError, VolumeError
 
-__all__ = ["MAX_HALF_EXTENT", "ComponentRule", "ball", "postprocess"]
+__all__ = [
+    "MAX_HALF_EXTENT",
+    "SHIFT_OFFSETS",
+    "ComponentRule",
+    "ball",
+    "dilate",
+    "erode",
+    "postprocess",
+]
 
 MAX_HALF_EXTENT = 100
 """Largest half-extent (voxels, per axis) of a closing element; larger ones are refused."""
+SHIFT_OFFSETS = 64
+"""Elements with at most this many voxels are applied as shifted copies (else scipy.ndimage)."""
 
 _REL_TOL = 1e-9
 BBox = tuple[slice, slice, slice]
@@ -185,11 +197,60 @@ def _closing_in_box(kept: np.ndarray, element: np.ndarray) -> np.ndarray:
         return result
     half = tuple(n // 2 for n in element.shape)
     padded = np.pad(kept[box], [(n, n) for n in half])
-    dilated = ndimage.binary_dilation(padded, structure=element)
-    closed = ndimage.binary_erosion(dilated, structure=element, border_value=0)
+    if int(element.sum()) <= SHIFT_OFFSETS and _symmetric(element):
+        offsets = [tuple(int(v) for v in p - half) for p in np.argwhere(element)]
+        closed = erode(dilate(padded, offsets), offsets)
+    else:
+        dilated = ndimage.binary_dilation(padded, structure=element)
+        closed = ndimage.binary_erosion(dilated, structure=element, border_value=0)
     inner = tuple(slice(n, n + (b.stop - b.start)) for n, b in zip(half, box, strict=True))
     result[box] = closed[inner]
     return result
+
+
+def _symmetric(element: np.ndarray) -> bool:
+    """Odd-sized and symmetric about its centre (a ball): dilation needs no reflection then."""
+    return all(n % 2 == 1 for n in element.shape) and bool(
+        np.array_equal(element, element[::-1, ::-1, ::-1])
+    )
+
+
+def _shifted(offset: Sequence[int], shape: Sequence[int]) -> tuple[BBox, BBox]:
+    """``(target, source)`` slices pairing voxel ``x`` with ``x + offset`` where both exist."""
+    target = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(offset, shape, strict=True))
+    source = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(offset, shape, strict=True))
+    return target, source  # type: ignore[return-value]
+
+
+def dilate(mask: np.ndarray, offsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """``scipy.ndimage.binary_dilation`` of a boolean ``mask`` by a symmetric element given as
+    its voxels' offsets from the centre: ``out[x] = any(mask[x + d])`` (outside = False)."""
+    out = np.zeros_like(mask, dtype=bool)
+    for offset in offsets:
+        if any(abs(d) >= n for d, n in zip(offset, mask.shape, strict=True)):
+            continue  # no voxel has a partner this far
+        target, source = _shifted(offset, mask.shape)
+        view = out[target]
+        view |= mask[source]
+    return out
+
+
+def erode(mask: np.ndarray, offsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """``scipy.ndimage.binary_erosion`` (``border_value=0``) of a boolean ``mask`` by a symmetric
+    element given as offsets: ``out[x] = all(mask[x + d])``, False where ``x + d`` is outside."""
+    out = np.ones_like(mask, dtype=bool)
+    for offset in offsets:
+        if any(abs(d) >= n for d, n in zip(offset, mask.shape, strict=True)):
+            return np.zeros_like(mask, dtype=bool)  # every x + d is outside
+        target, source = _shifted(offset, mask.shape)
+        view = out[target]
+        view &= mask[source]
+        for axis, d in enumerate(offset):  # x + d outside the array along this axis
+            if d:
+                edge = [slice(None)] * mask.ndim
+                edge[axis] = slice(mask.shape[axis] - d, None) if d > 0 else slice(0, -d)
+                out[tuple(edge)] = False
+    return out
 
 
 def _bbox(mask: np.ndarray) -> BBox | None:

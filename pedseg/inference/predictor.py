@@ -7,7 +7,11 @@ Pipeline (training shares every geometric step through :mod:`pedseg.data.preproc
       grid (restore_slices) -> argmax -> stack -> 3D post-processing -> label map (canonical)
 
 Probabilities are resized *before* the argmax, batch by batch, so the full-resolution probability
-volume only exists when it is asked for (``keep_probabilities``). The label map is canonical; write
+volume only exists when it is asked for (``keep_probabilities``). With ``embed``, the backend's
+embedding of every slice comes from the same network pass (:func:`~pedseg.inference.backends.
+embedding_call`; ``None`` for backends without one, e.g. int8 graphs): the domain check needs no
+second call. :meth:`Predictor.prepare` is the first step alone, so that a batch can prepare the next
+case while the network runs on the current one. The label map is canonical; write
 it with :func:`pedseg.io.write_like` to get the input's exact on-disk geometry.
 
 Models come from a run folder (PyTorch weights, or its ``onnx/<domain>.onnx`` export) or from a
@@ -26,11 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from pedseg.data.preprocess import prepare_volume, restore_argmax, restore_slices
+from pedseg.data.preprocess import SliceStack, prepare_volume, restore_argmax, restore_slices
 from pedseg.domains.registry import normalizations
 from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, ModelError, UnknownNameError
-from pedseg.inference.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, run_batches
+from pedseg.inference.backends import (
+    BACKENDS,
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    embedding_call,
+    run_batches,
+)
 from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
 from pedseg.inference.postprocess import ComponentRule, postprocess
 from pedseg.inference.tta import with_tta
@@ -74,6 +85,9 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds: ``preprocess`` (normalise, slice, resize, and restoring the probabilities to the
     input grid + argmax), ``inference`` (the network only), ``postprocess``."""
+    embeddings: np.ndarray | None = None
+    """``(S, D)`` float32, the network's embedding of every prepared slice (stack order), when
+    asked for and the backend gives it."""
 
 
 def label_dtype(num_labels: int) -> np.dtype:
@@ -107,11 +121,30 @@ class Predictor:
     def spec(self) -> DomainSpec:
         return self.info.spec
 
-    def predict(self, volume: Volume, *, keep_probabilities: bool = False) -> Prediction:
-        """Segment ``volume`` (canonical); see the module docstring for the steps."""
+    @property
+    def embeds(self) -> bool:
+        """Whether :meth:`predict` can return the embeddings of its pass."""
+        return embedding_call(self._network) is not None
+
+    def prepare(self, volume: Volume) -> SliceStack:
+        """Normalise, slice and resize ``volume`` as :meth:`predict` does (its first step)."""
+        return prepare_volume(volume, self.info.spec, image_size=self.info.image_size)
+
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        keep_probabilities: bool = False,
+        embed: bool = False,
+        stack: SliceStack | None = None,
+        stack_seconds: float = 0.0,
+    ) -> Prediction:
+        """Segment ``volume`` (canonical); see the module docstring for the steps. ``stack``:
+        :meth:`prepare`'s result for this volume, when made beforehand (in ``stack_seconds``)."""
         spec = self.info.spec
-        t0 = time.perf_counter()
-        stack = prepare_volume(volume, spec, image_size=self.info.image_size)
+        t0 = time.perf_counter() - stack_seconds
+        if stack is None:
+            stack = self.prepare(volume)
         t1 = time.perf_counter()
         rows, cols = stack.in_plane_shape
         n = stack.num_slices
@@ -139,7 +172,17 @@ class Predictor:
                 labels[start:stop] = restore_argmax(probs, in_plane_shape=(rows, cols))
             restore_time += time.perf_counter() - r0
 
-        run_batches(self._network, stack.images, batch_size=self.batch_size, sink=sink)
+        network: Any = self._network
+        both = embedding_call(self._network) if embed else None
+        embedded: list[np.ndarray] = []
+        if both is not None:
+
+            def network(images: np.ndarray) -> np.ndarray:
+                probs, z = both(images)
+                embedded.append(z)
+                return probs
+
+        run_batches(network, stack.images, batch_size=self.batch_size, sink=sink)
         t2 = time.perf_counter()
         canonical = np.moveaxis(labels, 0, stack.axis)
         if self.postprocess:
@@ -162,6 +205,7 @@ class Predictor:
             probabilities=probabilities,
             axis=stack.axis,
             timings=timings,
+            embeddings=np.concatenate(embedded) if embedded else None,
         )
 
 

@@ -28,6 +28,12 @@ out-of-distribution when the chosen domain's median normalised distance exceeds
 another joint, another sequence, an adult scan.
 Each candidate is compared only with its own profile, so a baseline run (one model, one embedding
 space per domain; profiles stored per member) is handled the same way.
+
+A candidate whose embeddings are already known (:class:`KnownEmbeddings`: the segmentation pass of a
+scan predicted as that domain, same descriptor and image size) is not embedded again: its voting
+slices are picked from them (same picks, same slices, the same network up to float rounding, or
+the export's folded batch norm), so ``pedseg predict --domain`` checks a scan without a second
+network call for its own domain.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 from pedseg.data.preprocess import prepare_volume, slice_count
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, ProfileUnavailableError
+from pedseg.inference.routing import KnownEmbeddings
 from pedseg.io.volume import Volume
 from pedseg.runfolder.profiles import (
     OOD_THRESHOLD,
@@ -61,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OOD_THRESHOLD",
     "Candidate",
+    "KnownEmbeddings",
     "Recognition",
     "Recognizer",
     "recognizer_for",
@@ -182,8 +190,11 @@ class Recognizer:
             candidates.append(Candidate(model.spec, model.image_size, model.embed, profiles[name]))
         return cls(candidates, threshold=threshold, slices=slices, device=device)
 
-    def identify(self, volume: Volume) -> Recognition:
-        """The domain ``volume`` (canonical) looks like; see the module docstring."""
+    def identify(
+        self, volume: Volume, *, known: Mapping[str, KnownEmbeddings] | None = None
+    ) -> Recognition:
+        """The domain ``volume`` (canonical) looks like; see the module docstring. ``known``: per
+        domain, embeddings the caller already has (used where they fit the candidate)."""
         counts = [slice_count(volume, c.spec) for c in self.candidates]
         ranges = [central_range(n) for n in counts]
         count = min(self.slices, *(hi - lo for lo, hi in ranges))
@@ -194,12 +205,11 @@ class Recognizer:
         names = self.domains
         for k, (candidate, n) in enumerate(zip(self.candidates, counts, strict=True)):
             picks = even_picks(n, count)  # only these slices are resized for the network
-            images = prepare_volume(
-                volume, candidate.spec, image_size=candidate.image_size, picks=picks
-            ).images
-            z = embed_slices(
-                candidate.embed, images, device=self.device, batch_size=self.batch_size
-            )
+            given = (known or {}).get(candidate.spec.name)
+            if given is not None and given.fits(candidate, n):
+                z = np.asarray(given.z[picks], dtype=np.float64)
+            else:
+                z = self._embed(volume, candidate, picks)
             table[k] = candidate.profile.distances(z)
             claimed[k] = candidate.profile.claims(z, among=names)
         nobody = ~claimed.any(axis=0)
@@ -218,6 +228,12 @@ class Recognizer:
             threshold=self.threshold,
             n_slices=count,
         )
+
+    def _embed(self, volume: Volume, candidate: Candidate, picks: np.ndarray) -> np.ndarray:
+        images = prepare_volume(
+            volume, candidate.spec, image_size=candidate.image_size, picks=picks
+        ).images
+        return embed_slices(candidate.embed, images, device=self.device, batch_size=self.batch_size)
 
 
 def recognizer_for(

@@ -5,19 +5,57 @@ profiles each scan is also checked against them, and a scan that looks like anot
 none gets a warning and a ``recognition`` entry in its JSON. Without one, each scan's domain is
 recognised from the scan itself (:mod:`pedseg.inference.recognition`); a scan that cannot be
 recognised is predicted as the run's first domain, with the reason as a warning.
+
+A :class:`FixedDomain` router knows the domain before it sees the scan, so a batch predicts the scan
+first and hands the check the embeddings of that segmentation pass (``known``): the scan's own
+domain is then checked without a second network call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
+from pedseg.domains.spec import DomainSpec
 from pedseg.errors import PedsegError
 from pedseg.inference.cases import Case
 from pedseg.io.volume import Volume
 
-__all__ = ["DomainCheck", "Route", "Router", "fixed_domain", "recognised_domain"]
+__all__ = [
+    "DomainCheck",
+    "FixedDomain",
+    "KnownEmbeddings",
+    "Route",
+    "Router",
+    "fixed_domain",
+    "recognised_domain",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class KnownEmbeddings:
+    """Every slice's embedding ``z`` ``(S, D)`` of a scan prepared for ``spec`` at ``image_size``
+    (e.g. :attr:`pedseg.inference.predictor.Prediction.embeddings`)."""
+
+    spec: DomainSpec
+    image_size: tuple[int, int]
+    z: np.ndarray
+
+    def fits(self, candidate: Any, n_slices: int) -> bool:
+        """Whether these are what embedding the scan as ``candidate`` (a recognition candidate:
+        ``spec``, ``image_size``) would give."""
+        return (
+            tuple(self.image_size) == tuple(candidate.image_size)
+            and self.z.ndim == 2
+            and self.z.shape[0] == n_slices
+            and (
+                self.spec is candidate.spec
+                or self.spec.content_hash() == candidate.spec.content_hash()
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -44,18 +82,30 @@ class DomainCheck(Protocol):
     def identify(self, volume: Volume) -> Any: ...
 
 
-def fixed_domain(domain: str, check: DomainCheck | None = None) -> Router:
-    """Every scan as ``domain``; with ``check``, each scan is also compared with the profiles."""
+@dataclass(frozen=True)
+class FixedDomain:
+    """Every scan as ``domain``; with ``check``, each scan is also compared with the profiles.
+    ``known`` (per domain, :class:`~pedseg.inference.recognition.KnownEmbeddings`) is passed on to
+    ``check.identify`` so that it need not embed the scan again."""
 
-    def route(case: Case, volume: Volume) -> Route:
-        if check is None:
-            return Route(domain)
-        recognition = check.identify(volume)
-        entry: dict[str, Any] = recognition.to_dict(expected=domain)
+    domain: str
+    check: DomainCheck | None = None
+
+    def __call__(
+        self, case: Case, volume: Volume, *, known: Mapping[str, Any] | None = None
+    ) -> Route:
+        if self.check is None:
+            return Route(self.domain)
+        identify: Any = self.check.identify
+        recognition = identify(volume) if known is None else identify(volume, known=known)
+        entry: dict[str, Any] = recognition.to_dict(expected=self.domain)
         warning = None if recognition.ood else entry.get("warning")  # OOD: the verdict says it
-        return Route(domain, entry, (str(warning),) if warning else ())
+        return Route(self.domain, entry, (str(warning),) if warning else ())
 
-    return route
+
+def fixed_domain(domain: str, check: DomainCheck | None = None) -> FixedDomain:
+    """Every scan as ``domain``; with ``check``, each scan is also compared with the profiles."""
+    return FixedDomain(domain, check)
 
 
 def recognised_domain(check: DomainCheck) -> Router:

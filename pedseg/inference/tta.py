@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedseg.errors import ConfigError
-from pedseg.inference.backends import Backend
+from pedseg.inference.backends import Backend, embedding_call
 
 __all__ = ["FLIP_DIMS", "FlipTTA", "with_tta"]
 
@@ -38,8 +38,23 @@ class FlipTTA:
     def device(self) -> str:
         return self.inner.device
 
+    @property
+    def embeds(self) -> bool:
+        return embedding_call(self.inner) is not None
+
+    def segment_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean probabilities and the embedding of the unflipped pass (what the domain profiles
+        were measured on)."""
+        call = embedding_call(self.inner)
+        if call is None:
+            raise ConfigError("the wrapped backend gives no embedding")
+        plain, embedding = call(images)
+        return self._mean(plain, images), embedding
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        plain = self.inner(images)
+        return self._mean(self.inner(images), images)
+
+    def _mean(self, plain: np.ndarray, images: np.ndarray) -> np.ndarray:
         mirrored = self.inner(np.ascontiguousarray(np.flip(images, axis=self._dim)))
         mean = plain.astype(np.float32, copy=True)
         mean += np.flip(mirrored, axis=self._dim)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pedseg.inference.cases import Case, CaseOutputs
 from pedseg.inference.ood import OodCheck, OutOfDistributionError
-from pedseg.inference.predictor import Predictor
+from pedseg.inference.predictor import Prediction, Predictor
 from pedseg.inference.report import case_report, write_preview
 from pedseg.inference.routing import Route
 from pedseg.io import write_like
@@ -40,12 +40,18 @@ def predict_case(
     formats: OutputFormats | None = None,
     ood: OodCheck | None = None,
     overwrite: bool = False,
+    prediction: Prediction | None = None,
 ) -> dict[str, Any]:
     """Predict one read case and write its files (see the module docstring); returns its report.
     ``ood``: the out-of-distribution checks (their verdict goes in the report; a flagged scan is
-    refused before anything is written when the check says so)."""
+    refused before anything is written when the check says so). ``prediction``: the case's
+    prediction when made beforehand (with the probabilities if ``plan`` writes them)."""
     t0 = time.perf_counter()
-    prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
+    before = 0.0  # seconds of a prediction made beforehand
+    if prediction is None:
+        prediction = predictor.predict(volume, keep_probabilities=plan.probabilities is not None)
+    else:
+        before = sum(prediction.timings.values())
     spec = predictor.spec
     verdict = None
     if ood is not None:
@@ -99,7 +105,7 @@ def predict_case(
             timings.update({f"outputs/{k}": v for k, v in written.timings.items()})
             statistics = [_plain(row) for row in written.statistics] or None
         timings["total"] = sum(timings.get(k, 0.0) for k in ("read", "recognition")) + (
-            time.perf_counter() - t0
+            before + time.perf_counter() - t0
         )
         report = case_report(
             case=case.name,

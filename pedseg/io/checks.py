@@ -38,7 +38,7 @@ def volume_warnings(volume: Volume | np.ndarray) -> list[str]:
     if low == high:
         return [f"blank volume: every voxel is {_num(low)} (an empty or blanked scan?)"]
     sample = _sample(array)
-    values, counts = np.unique(sample, return_counts=True)
+    values, counts = _distinct(sample, low, high)
     reasons: list[str] = []
     if values.size < MIN_DISTINCT_VALUES:
         reasons.append(
@@ -60,6 +60,18 @@ def volume_warnings(volume: Volume | np.ndarray) -> list[str]:
                 f"near-constant volume: intensities span only {span:.3g} around {magnitude:.6g}"
             )
     return reasons
+
+
+def _distinct(
+    sample: np.ndarray, low: np.generic, high: np.generic
+) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(sample, return_counts=True)``; for integers spanning at most 2**16 values by
+    counting (no sort: a few milliseconds for a 2**20-voxel sample instead of tens)."""
+    if sample.dtype.kind not in "iub" or int(high) - int(low) >= 1 << 16:
+        return np.unique(sample, return_counts=True)
+    counts = np.bincount((sample.astype(np.int64) - int(low)), minlength=1)
+    present = np.flatnonzero(counts)
+    return (present + int(low)).astype(sample.dtype), counts[present]
 
 
 def _num(value: np.generic) -> str:

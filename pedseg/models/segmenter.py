@@ -59,7 +59,15 @@ class DomainSegmenter(nn.Module):
         return self.net.num_classes[self.head] if self.classes is None else len(self.classes) + 1
 
     def forward(self, x: Tensor) -> Tensor:
-        probabilities = torch.softmax(self.net.forward_domain(x, self.head), dim=1)
+        return self._project(torch.softmax(self.net.forward_domain(x, self.head), dim=1))
+
+    def segment_and_embed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s probabilities and the embedding ``z`` ``(N, embedding_dim)`` of the
+        same pass (what :meth:`MultiDomainUNet.embed` gives for this head)."""
+        logits, embedding = self.net.forward_domain_embed(x, self.head)
+        return self._project(torch.softmax(logits, dim=1)), embedding
+
+    def _project(self, probabilities: Tensor) -> Tensor:
         if self.projection is not None:
             # The network may be shared with other domains' segmenters and moved without this
             # buffer; follow the probabilities (a no-op while exporting).

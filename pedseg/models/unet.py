@@ -198,6 +198,15 @@ class MultiDomainUNet(nn.Module):
         skips, bottleneck = self._encode(x, domain)
         return self.heads.forward_domain(self._decode(bottleneck, skips, domain), domain)
 
+    def forward_domain_embed(self, x: Tensor, domain: int) -> tuple[Tensor, Tensor]:
+        """:meth:`forward_domain`'s logits and the embedding ``z`` of the same encoder pass
+        (inference: the domain check without a second network call)."""
+        self._check_input(x)
+        self._check_domain(domain)
+        skips, bottleneck = self._encode(x, domain)
+        logits = self.heads.forward_domain(self._decode(bottleneck, skips, domain), domain)
+        return logits, torch.amax(bottleneck, dim=(2, 3))
+
     def encode(self, x: Tensor, chunks: Route) -> tuple[list[Tensor], Tensor]:
         """Encoder only: the skip features (finest first) and the bottleneck feature map."""
         self._check_input(x)

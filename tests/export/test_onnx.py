@@ -81,14 +81,37 @@ def test_export_matches_pytorch_as_reported_and_remeasured(
 def test_dynamic_batch_height_and_width(exported: tuple[LoadedRun, list[ExportReport]]) -> None:
     run, reports = exported
     model, _ = load_onnx_model(reports[1].path)
-    for value in (*model.graph.input, *model.graph.output):
+    assert [o.name for o in model.graph.output] == ["probabilities", "embedding"]
+    for value in (*model.graph.input, model.graph.output[0]):
         dims = value.type.tensor_type.shape.dim
         assert [bool(d.dim_param) for d in dims] == [True, False, True, True]
+    embedding_dims = model.graph.output[1].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in embedding_dims] == [True, False]  # (batch, D)
     x = _random(2, 1, 24, 40, seed=3)  # non-square, a size never used while exporting
     probabilities = _ort(reports[1].path, x)
     assert probabilities.shape == (2, 3, 24, 40)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probabilities, _torch(run, "shoulder", x), atol=1e-4, rtol=0)
+
+
+def test_embedding_output_is_the_runs_embedding_of_the_same_pass(
+    exported: tuple[LoadedRun, list[ExportReport]],
+) -> None:
+    """The second output is what recognition embeds with (the unfolded net, the domain's head),
+    at a size and batch never used while exporting; the export reported its check."""
+    run, reports = exported
+    for report in reports:
+        assert report.embedding_diff is not None and 0.0 <= report.embedding_diff <= 1e-4
+        x = _random(5, 1, 40, 24, seed=11)
+        session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+        probabilities, z = session.run(["probabilities", "embedding"], {"image": x})
+        domain = run.domain(report.domain)
+        assert domain.embed is not None
+        expected = domain.embed(torch.from_numpy(x)).numpy()
+        assert z.shape == expected.shape == (5, expected.shape[1])
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert float(np.abs(z - expected).max()) / scale <= 1e-4
+        np.testing.assert_allclose(probabilities, _torch(run, report.domain, x), atol=1e-4)
 
 
 def test_metadata_round_trip(exported: tuple[LoadedRun, list[ExportReport]]) -> None:

@@ -18,6 +18,7 @@ from pedseg.inference import backends
 from pedseg.inference.backends import (
     OnnxBackend,
     TorchBackend,
+    embedding_call,
     gpu_present,
     num_threads,
     parse_device,
@@ -202,3 +203,52 @@ def test_gpu_present_follows_the_driver(monkeypatch: pytest.MonkeyPatch) -> None
         assert gpu_present() is True
     finally:
         gpu_present.cache_clear()
+
+
+def test_segment_and_embed_is_one_pass_of_both_outputs(tmp_path: Path) -> None:
+    """ONNX (``embedding`` output) and PyTorch give the probabilities of ``__call__`` and the
+    network's embedding of the same slices; :func:`embedding_call` finds them."""
+    model, path = tiny_domain_model(tmp_path)
+    onnx_backend = OnnxBackend(path.read_bytes(), device="cpu", threads=1, where=path)
+    torch_backend = TorchBackend(model.module, device="cpu", threads=1)
+    x = np.random.default_rng(2).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    with torch.inference_mode():
+        expected_z = model.module.net.embed(torch.from_numpy(x), 0).numpy()
+    for backend in (onnx_backend, torch_backend):
+        call = embedding_call(backend)
+        assert call is not None and backend.embeds
+        probabilities, z = call(x)
+        assert probabilities.dtype == z.dtype == np.float32
+        np.testing.assert_allclose(probabilities, backend(x), atol=1e-5)
+        assert z.shape == expected_z.shape == (3, expected_z.shape[1])
+        np.testing.assert_allclose(z, expected_z, atol=1e-4, rtol=1e-4)
+
+
+def _softmax_graph(tmp_path: Path, outputs: list[str]) -> Path:
+    nodes = [helper.make_node("Softmax", ["image"], ["probabilities"], axis=1)]
+    if len(outputs) > 1:
+        nodes.append(helper.make_node("ReduceMax", ["image"], [outputs[1]], keepdims=0))
+    values = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None)]
+    values += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs[1:]]
+    graph = helper.make_graph(
+        nodes,
+        "softmax",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        values,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / f"{len(outputs)}-{outputs[-1]}.onnx"
+    onnx.save_model(model, path)
+    return path
+
+
+def test_single_output_graphs_have_no_embedding_and_others_are_refused(tmp_path: Path) -> None:
+    """A probabilities-only graph (an int8 export, one exported before the embedding output)
+    still predicts, without an embedding; a second output with another name is refused."""
+    single = OnnxBackend(_softmax_graph(tmp_path, ["probabilities"]), device="cpu", threads=1)
+    assert not single.embeds and embedding_call(single) is None
+    with pytest.raises(ModelError, match="no embedding output"):
+        single.segment_and_embed(np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(ModelError, match="one input and one output"):
+        OnnxBackend(_softmax_graph(tmp_path, ["probabilities", "logits"]), device="cpu", threads=1)

@@ -253,3 +253,71 @@ def test_dicom_series_folder_is_one_case(tmp_path: Path) -> None:
     assert np.allclose(seg.affine, reference.source.affine, atol=1e-4)
     raw = np.transpose(image_zyx, (2, 1, 0))
     assert np.array_equal(np.asarray(seg.dataobj), (raw > raw.mean()).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------ prefetch
+def _logged_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record ``(case file, thread name)`` of every volume the batch reads."""
+    import threading
+
+    from pedseg.inference import batch
+
+    reads: list[tuple[str, str]] = []
+
+    def logged(path: Path) -> object:
+        reads.append((Path(path).name, threading.current_thread().name))
+        return read_volume(path)
+
+    monkeypatch.setattr(batch, "read_volume", logged)
+    return reads
+
+
+def test_prefetch_reads_the_next_case_ahead_and_keeps_order_and_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = make_inputs(tmp_path / "in", ("a", "c", "d"))
+    write_nan(inputs / "b.nii.gz")
+    reads = _logged_reads(monkeypatch)
+    events: list[BatchEvent] = []
+    out = tmp_path / "out"
+    result = predict_cases(
+        threshold_predictor(), [inputs], BatchOptions(out=out), callback=events.append
+    )
+    assert [(r.case.name, r.status) for r in result.results] == [
+        ("a", "done"),
+        ("b", "failed"),
+        ("c", "done"),
+        ("d", "done"),
+    ]
+    assert "nan" in result.results[1].reason.lower()  # the prefetched read's error, for b alone
+    # every case read once, in input order, in the background thread
+    assert [name for name, _ in reads] == ["a.nii.gz", "b.nii.gz", "c.nii.gz", "d.nii.gz"]
+    assert all(thread.startswith("pedseg-prefetch") for _, thread in reads)
+    ends = [e.case.name for e in events if e.kind == "case_end" and e.case is not None]
+    assert ends == ["a", "b", "c", "d"]
+    # the outputs and records are those of a run without prefetching
+    reads.clear()
+    single = tmp_path / "single"
+    plain = predict_cases(threshold_predictor(), [inputs], BatchOptions(out=single, prefetch=False))
+    assert not any(thread.startswith("pedseg-prefetch") for _, thread in reads)
+    assert [(r.case.name, r.status, r.reason) for r in plain.results] == [
+        (r.case.name, r.status, r.reason) for r in result.results
+    ]
+    for name in ("a", "c", "d"):
+        expected = nib.load(single / f"{name}.nii.gz").get_fdata()
+        np.testing.assert_array_equal(nib.load(out / f"{name}.nii.gz").get_fdata(), expected)
+        report = json.loads((out / f"{name}.json").read_text())
+        assert set(report["timings_s"]) >= {"read", "preprocess", "inference", "total"}
+
+
+def test_prefetch_does_not_read_cases_the_manifest_marks_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = make_inputs(tmp_path / "in", ("a", "b", "c"))
+    out = tmp_path / "out"
+    predict_cases(threshold_predictor(), [inputs], BatchOptions(out=out))
+    (out / "b.json").unlink()  # b is to do again, a and c are done
+    reads = _logged_reads(monkeypatch)
+    result = predict_cases(threshold_predictor(), [inputs], BatchOptions(out=out, resume=True))
+    assert [r.status for r in result.results] == ["skipped", "done", "skipped"]
+    assert [name for name, _ in reads] == ["b.nii.gz"]

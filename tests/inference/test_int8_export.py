@@ -23,6 +23,7 @@ from pedseg.export.onnx import (
     read_onnx_metadata,
 )
 from pedseg.export.quantize import INT8_METADATA_KEYS, Int8Options, data_specs
+from pedseg.inference.backends import OnnxBackend
 from pedseg.inference.int8_export import Int8Report, export_int8_run
 from pedseg.runfolder.checkpoint import read_state
 from pedseg.runfolder.loading import LoadedRun, load_run
@@ -206,3 +207,20 @@ def test_joint_and_baseline_runs_export_int8(
     (probabilities,) = session.run(["probabilities"], {"image": x})
     assert probabilities.shape == (2, 4, 32, 32)  # joint: the union head projected onto ankle
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_graph_has_no_embedding_output_and_the_fp32_one_has(
+    exported: tuple[LoadedRun, Int8Report],
+) -> None:
+    """The int8 graph stays probabilities-only (its quantised embedding would not be the one the
+    profiles were measured with): the domain check embeds with PyTorch for it, while the fp32
+    export beside it carries the embedding output."""
+    from pedseg.inference.predictor import open_predictor
+
+    run, report = exported
+    int8 = OnnxBackend(report.path, device="cpu", threads=1)
+    assert not int8.embeds
+    predictor = open_predictor(report.path, report.domain, device="cpu")
+    assert predictor.backend.name == "onnx-int8" and not predictor.embeds
+    fp32 = run.layout.onnx(report.domain)
+    assert OnnxBackend(fp32, device="cpu", threads=1).embeds

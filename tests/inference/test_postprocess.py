@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from pedseg.domains.spec import PostprocessSpec
 from pedseg.errors import ConfigError, VolumeError
-from pedseg.inference.postprocess import MAX_HALF_EXTENT, ball, postprocess
+from pedseg.inference.postprocess import MAX_HALF_EXTENT, ball, dilate, erode, postprocess
 
 ISO = (1.0, 1.0, 1.0)
 
@@ -380,3 +380,26 @@ def test_component_rules_from_the_training_labels() -> None:
         labels, spec=off, spacing=(1.0, 1.0, 2.0), components={1: ComponentRule(0, 300.0)}
     )
     assert int((out == 1).sum()) == 216  # 250 mm³ < 300 mm³ <= 432 mm³
+
+
+@pytest.mark.parametrize("spacing", [(0.9, 5.2, 0.9), (1.0, 1.0, 1.0), (0.5, 0.7, 2.0)])
+@pytest.mark.parametrize("radius", [1.0, 2.0, 3.0])
+def test_shifted_morphology_equals_scipy(
+    spacing: tuple[float, float, float], radius: float
+) -> None:
+    """The closing's dilation and erosion by shifted copies equal scipy.ndimage's, also on
+    arrays thinner than the element."""
+    element = ball(radius, spacing=spacing)
+    half = np.array(element.shape) // 2
+    offsets = [tuple(int(v) for v in p - half) for p in np.argwhere(element)]
+    rng = np.random.default_rng(int(radius * 10))
+    for shape in ((9, 6, 11), (12, 2, 5), (3, 3, 3)):
+        for fill in (0.2, 0.6, 0.95):
+            mask = rng.random(shape) < fill
+            np.testing.assert_array_equal(
+                dilate(mask, offsets), ndimage.binary_dilation(mask, structure=element)
+            )
+            np.testing.assert_array_equal(
+                erode(mask, offsets),
+                ndimage.binary_erosion(mask, structure=element, border_value=0),
+            )

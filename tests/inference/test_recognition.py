@@ -328,3 +328,95 @@ def test_adapt_bn_reprofiles_the_adapted_domain(
     assert adapted["ankle"].n_slices == 2 * 16  # central 80 % of 2 scans of 20 slices
     np.testing.assert_array_equal(adapted["shoulder"].centroid, base["shoulder"].centroid)
     assert adapted["shoulder"].source == "training"
+
+
+# ------------------------------------------------------------------- one pass: segment + embed
+def test_the_segmentation_pass_gives_the_same_verdict_without_embedding_again(
+    run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """``predict --domain`` checks a scan with the embeddings of its own segmentation pass
+    (PyTorch, and the ONNX export's ``embedding`` output): same verdict, votes and distances
+    as embedding the picked slices again; that candidate's embedder is not called."""
+    from pedseg.export.onnx import export_run
+    from pedseg.inference.predictor import open_predictor
+    from pedseg.inference.routing import KnownEmbeddings
+
+    export_run(load_run(run), out_dir=tmp_path / "onnx")
+    reference = recognizer_for(run)
+    for expected in DOMAINS:
+        unusable = [
+            dataclasses.replace(c, embed=_refuse) if c.spec.name == expected else c
+            for c in reference.candidates
+        ]
+        one_pass = Recognizer(unusable, threshold=reference.threshold)
+        for model in (run, tmp_path / "onnx"):
+            predictor = open_predictor(model, expected, device="cpu")
+            assert predictor.embeds
+            for path in [*scans["ankle"], *scans["shoulder"]]:
+                volume = read_volume(path)
+                prediction = predictor.predict(volume, embed=True)
+                assert prediction.embeddings is not None
+                known = KnownEmbeddings(
+                    predictor.spec, predictor.info.image_size, prediction.embeddings
+                )
+                before = reference.identify(volume)
+                after = one_pass.identify(volume, known={expected: known})
+                assert (after.domain, after.votes, after.ood) == (
+                    before.domain,
+                    before.votes,
+                    before.ood,
+                )
+                for name, distance in before.distances.items():
+                    assert after.distances[name] == pytest.approx(distance, abs=1e-4)
+
+
+def test_known_embeddings_of_another_preparation_are_not_used(
+    run: Path, scans: dict[str, list[Path]]
+) -> None:
+    from pedseg.inference.routing import KnownEmbeddings
+
+    recognizer = recognizer_for(run)
+    volume = read_volume(scans["ankle"][0])
+    before = recognizer.identify(volume)
+    spec = recognizer.candidates[0].spec
+    n = volume.shape[2]
+    wrong = {  # another image size, or not one row per slice: embedded again instead
+        "ankle": KnownEmbeddings(spec, (16, 16), np.zeros((n, 4), np.float32)),
+        "shoulder": KnownEmbeddings(spec, (32, 32), np.zeros((n + 1, 4), np.float32)),
+    }
+    assert recognizer.identify(volume, known=wrong) == before
+
+
+def _refuse(x: Tensor) -> Tensor:
+    raise AssertionError("embedded again although the segmentation pass gave the embeddings")
+
+
+def test_batch_with_a_given_domain_checks_each_scan_from_its_segmentation_pass(
+    run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    from pedseg.inference.batch import BatchOptions, predict_cases
+    from pedseg.inference.predictor import open_predictor
+    from pedseg.inference.routing import fixed_domain
+
+    reference = recognizer_for(run)
+    unusable = [
+        dataclasses.replace(c, embed=_refuse) if c.spec.name == "shoulder" else c
+        for c in reference.candidates
+    ]
+    check = Recognizer(unusable, threshold=reference.threshold)
+    predictor = open_predictor(run, "shoulder", device="cpu")
+    inputs = [*scans["shoulder"], scans["ankle"][0]]
+    result = predict_cases(
+        predictor,
+        inputs,
+        BatchOptions(out=tmp_path / "out"),
+        router=fixed_domain("shoulder", check),
+    )
+    assert [r.status for r in result.results] == ["done"] * 3
+    for path, case in zip(inputs, result.results, strict=True):
+        assert case.report is not None
+        expected = reference.identify(read_volume(path)).to_dict(expected="shoulder")
+        entry = case.report["recognition"]
+        assert (entry["domain"], entry["votes"]) == (expected["domain"], expected["votes"])
+        assert ("warning" in entry) == ("warning" in expected)  # the ankle scan is said
+    assert "not shoulder" in result.results[2].report["recognition"]["warning"]  # type: ignore[index]

@@ -74,3 +74,25 @@ def test_the_predictor_runs_tta_only_for_domains_trained_with_flips(tmp_path: Pa
         labels = predictor.predict(volume).labels
         assert labels.shape == volume.array.shape
         assert len(inner.calls) == expected_calls
+
+
+def test_tta_embedding_is_the_unflipped_pass(tmp_path: Path) -> None:
+    """With TTA the domain check still gets the plain slices' embedding (what the profiles were
+    measured on) and the same averaged probabilities as without asking for it."""
+    import torch
+
+    from pedseg.inference.backends import TorchBackend, embedding_call
+    from tests.inference.test_backends import tiny_domain_model
+
+    model, _ = tiny_domain_model(tmp_path)
+    backend = TorchBackend(model.module, device="cpu", threads=1)
+    tta = FlipTTA(backend, axis="width")
+    call = embedding_call(tta)
+    assert call is not None
+    x = np.random.default_rng(3).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    probabilities, z = call(x)
+    np.testing.assert_allclose(probabilities, tta(x), atol=1e-6)
+    with torch.inference_mode():
+        expected = model.module.net.embed(torch.from_numpy(x), 0).numpy()
+    np.testing.assert_allclose(z, expected, atol=1e-5, rtol=1e-5)
+    assert embedding_call(FlipTTA(TorchBackend(ThresholdNet(), device="cpu"), axis="width")) is None

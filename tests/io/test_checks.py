@@ -83,3 +83,19 @@ def test_large_volume_is_checked_quickly() -> None:
 def test_real_scans_are_fine(shared_data: Path) -> None:
     for image in sorted(shared_data.glob("*/imagesTr/*.nii.gz")):
         assert volume_warnings(read_volume(image)) == [], image
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int32, np.bool_, np.float32])
+def test_distinct_values_equal_numpy_unique(dtype: type) -> None:
+    """The counting shortcut for integer scans gives exactly ``np.unique``'s values and counts."""
+    from pedseg.io.checks import _distinct
+
+    rng = np.random.default_rng(0)
+    for scale in (3.0, 300.0, 30000.0):
+        sample = rng.normal(100.0, scale, size=5000)
+        array = (sample > 100.0) if dtype is np.bool_ else sample.astype(dtype)
+        values, counts = _distinct(array, array.min(), array.max())
+        expected_values, expected_counts = np.unique(array, return_counts=True)
+        assert values.dtype == expected_values.dtype
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(counts, expected_counts)
