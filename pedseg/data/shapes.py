@@ -290,62 +290,77 @@ class Anatomy:
     body: np.ndarray
     fat: list[np.ndarray] = field(default_factory=list)
     dark: list[np.ndarray] = field(default_factory=list)  # tendons, lung
+    cartilage: list[np.ndarray] = field(default_factory=list)  # articular cartilage, outside bone
     physes: dict[int, np.ndarray] = field(default_factory=dict)  # bone index -> growth plate sdf
 
 
 def ankle(q: Grid, rng: np.random.Generator) -> Anatomy:
-    """Right ankle: tibia shaft over the talus dome, calcaneus behind/below; fibula, navicular."""
+    """Right ankle: tibia over the talar dome, calcaneus below and behind; fibula, navicular, cuboid.
+
+    Proportions follow a child's ankle: the talus is a dome-topped body with an anteromedial neck and
+    head (towards the navicular) sitting in the mortise of the malleoli; the calcaneus is the larger,
+    longer bone below it, whose tuberosity rises behind the talus (Achilles insertion, apophysis) and
+    whose anterior process meets the cuboid; fat fills the sinus tarsi between the two.
+    """
     t, a, c = uniform(rng), uniform(rng), uniform(rng)  # tibia, talus, calcaneus size factors
     lean = uniform(rng, -0.06, 0.06)
     tibia = union_all(
         [
             capsule(q, (lean, -0.05, 1.8), (0.0, -0.05, 0.3), 0.27 * t),
             rounded_box(q, (0.0, -0.02, 0.13), (0.40 * t, 0.34 * t, 0.15), 0.12),
-            capsule(q, (-0.40, 0.0, 0.16), (-0.46, 0.0, -0.17), q.thin(0.085)),  # medial malleolus
+            capsule(q, (-0.40, 0.0, 0.16), (-0.46, 0.0, -0.2), q.thin(0.085)),  # medial malleolus
         ],
         0.1,
     )
     fibula = smooth_union(
         capsule(q, (0.58 + lean, -0.22, 1.8), (0.56, -0.18, -0.05), 0.1),
-        ellipsoid(q, (0.57, -0.16, -0.14), (0.12, 0.15, 0.2)),
+        ellipsoid(q, (0.55, -0.16, -0.2), (0.12, 0.15, 0.22)),  # lateral malleolus
         0.08,
     )
     talus = union_all(
         [
-            ellipsoid(q, (0.0, 0.02, -0.28), (0.33 * a, 0.40 * a, 0.18)),
-            tapered_capsule(q, (0.0, 0.25, -0.3), (0.0, 0.58 * a, -0.38), 0.16, 0.18),
+            ellipsoid(q, (0.0, -0.04, -0.27), (0.31 * a, 0.34 * a, 0.23)),  # body, dome on top
+            tapered_capsule(q, (-0.04, 0.14, -0.31), (-0.1, 0.36 * a, -0.36), 0.14, 0.16),
         ],
         0.1,
     )
-    navicular = ellipsoid(q, (0.0, 0.62 * a + 0.3, -0.42), (0.28, 0.1, 0.17))
+    navicular = ellipsoid(q, (-0.12, 0.36 * a + 0.29, -0.39), (0.26, 0.1, 0.16))
+    heel = -0.26 - 0.44 * c  # centre of the tuberosity along y
     calcaneus = union_all(
         [
-            rounded_box(q, (0.04, -0.22, -0.71), (0.28 * c, 0.5 * c, 0.19), 0.16),
-            ellipsoid(q, (0.04, -0.22 - 0.4 * c, -0.66), (0.22, 0.2, 0.24)),  # tuberosity
-            capsule(q, (-0.2, -0.05, -0.6), (-0.34, 0.05, -0.56), q.thin(0.08)),  # sustentaculum
-            capsule(q, (0.08, 0.1, -0.72), (0.12, 0.2 + 0.2 * c, -0.68), 0.12),
+            rounded_box(q, (0.07, -0.2, -0.74), (0.26 * c, 0.5 * c, 0.23), 0.16),
+            ellipsoid(q, (0.07, heel, -0.62), (0.22, 0.21, 0.3)),  # tuberosity
+            capsule(q, (-0.14, -0.04, -0.57), (-0.32, 0.05, -0.53), q.thin(0.08)),  # sustentaculum
+            capsule(q, (0.14, 0.05, -0.77), (0.2, 0.34 + 0.2 * c, -0.75), 0.13),  # anterior process
         ],
         0.1,
     )
+    cuboid = ellipsoid(q, (0.22, 0.61 + 0.2 * c, -0.77), (0.2, 0.12, 0.17))
+    # Articular cartilage covers most of the talus (dome, malleolar facets, subtalar facets, head),
+    # all but its neck: a shell just outside the bone, which the bones drawn later do not cover.
+    neck = slab(q, (0.0, 0.2 * a, 0.0), (0.0, 1.0, 0.0), 0.07)
+    cartilage = [np.maximum(np.maximum(talus - 0.065, -talus), -neck)]
     body = smooth_union(
         capsule(q, (0.1, -0.15, 2.2), (0.1, -0.15, -0.55), 0.76 * uniform(rng, 0.95, 1.05)),
-        rounded_box(q, (0.05, 0.25, -0.74), (0.62, 1.2, 0.42), 0.36),
+        rounded_box(q, (0.05, 0.2, -0.74), (0.62, 1.25, 0.42), 0.36),
         0.25,
     )
     fat = [
         ellipsoid(q, (0.05, -0.54, -0.1), (0.2, 0.15, 0.35)),  # Kager's fat pad
-        ellipsoid(q, (0.04, -0.3, -1.0), (0.5, 0.6, 0.14)),  # heel pad
+        ellipsoid(q, (0.04, -0.3, -1.02), (0.5, 0.62, 0.14)),  # heel pad
+        ellipsoid(q, (0.2, 0.12, -0.5), (0.18, 0.13, 0.07)),  # sinus tarsi
     ]
     dark = [
-        tapered_capsule(q, (0.06, -0.76, 1.8), (0.05, -0.78, -0.55), 0.06, 0.085),  # Achilles
+        tapered_capsule(q, (0.06, -0.76, 1.8), (0.06, heel - 0.2, -0.58), 0.06, 0.085),  # Achilles
         capsule(q, (-0.52, -0.22, 1.8), (-0.5, -0.1, -0.45), 0.045),  # tibialis posterior
         capsule(q, (-0.1, 0.42, 1.8), (-0.1, 0.75, -0.35), 0.04),  # extensors
         capsule(q, (0.68, -0.38, 1.8), (0.66, -0.3, -0.5), 0.045),  # peronei
     ]
     tib_physis = slab(q, (0.0, 0.0, 0.34 + uniform(rng, -0.04, 0.04)), (0.0, 0.12, 1.0), 0.024)
-    apophysis = slab(q, (0.0, -0.22 - 0.28 * c, -0.66), (0.0, 1.0, 0.25), 0.016)
-    bones = [(1, calcaneus), (2, talus), (3, tibia), (0, fibula), (0, navicular)]
-    return Anatomy(bones, body, fat, dark, physes={0: apophysis, 2: tib_physis})
+    apophysis = slab(q, (0.0, heel + 0.06, -0.62), (0.0, 1.0, 0.25), 0.026)
+    bones = [(1, calcaneus), (2, talus), (3, tibia), (0, fibula), (0, navicular), (0, cuboid)]
+    physes = {0: apophysis, 2: tib_physis}
+    return Anatomy(bones, body, fat, dark, cartilage=cartilage, physes=physes)
 
 
 def shoulder(q: Grid, rng: np.random.Generator) -> Anatomy:

@@ -1,7 +1,8 @@
 """Phantom domains: deterministic synthetic MR datasets that look like the paper's ankle and shoulder data.
 
 ``synth_case`` renders one case from ``(domain, seed, index, config)`` alone: smooth bones (cortical rim
-dark, fatty marrow bright, pediatric growth plates) inside muscle and fat, tendons, a smooth
+dark, fatty marrow bright, pediatric growth plates, articular cartilage where the anatomy has it, e.g.
+around the talus) inside muscle and fat, tendons, a smooth
 multiplicative bias field and Rician noise, on an anisotropic grid (0.4 x 0.4 x 1.2 mm by default).
 The anatomy is built in the canonical (RAS+) voxel order, the thick axis being the slice axis; on disk
 the axes are permuted and flipped per case and odd cases get a small oblique rotation in the affine, so
@@ -143,6 +144,8 @@ def _render(domain: str, *, seed: int, index: int, config: PhantomConfig) -> tup
     image[fat] = tissue.fat * (1.0 + 0.03 * fine[fat])
     for region in anatomy.dark:
         image[inside & (region < 0)] = tissue.tendon
+    for region in anatomy.cartilage:
+        image[inside & (region < 0)] = tissue.cartilage
     # Bones: argmin over bones, joint spaces carved where two bones come close.
     owner, first, second = _two_nearest([sdf for _, sdf in anatomy.bones])
     gap = max(0.025, 0.6 * min(spacing) / grid.half)

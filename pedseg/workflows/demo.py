@@ -43,17 +43,19 @@ _DEMO_ENTRIES = ("data", "heldout", "run", "cache", "predictions", "evaluation",
 class DemoConfig:
     """Sizes of the demo. The defaults take a few minutes on a 2-core CPU."""
 
-    train_cases: int = 6
+    train_cases: int = 10
     heldout_cases: int = 2
     phantom_shape: tuple[int, int, int] = (96, 96, 32)
     image_size: int = 96
-    base_width: int = 16
+    base_width: int = 8
     depth: int = 5
-    epochs: int = 4
+    epochs: int = 16
     steps_per_epoch: int = 40
     batch_size: int = 16
     lr: float = 2e-3
     seg_loss: str = "dice-ce"
+    schedule: str = "cosine"
+    warmup_steps: int = 30
     seed: int = 0
     device: str = "auto"
 
@@ -82,6 +84,7 @@ class DemoConfig:
             epochs=2,
             steps_per_epoch=6,
             batch_size=8,
+            warmup_steps=2,
         )
 
 
@@ -156,6 +159,9 @@ def run_demo(
         depth=config.depth,
         lr=config.lr,
         seg_loss=config.seg_loss,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        min_lr_ratio=0.01,
         seed=config.seed,
         steps_per_epoch=config.steps_per_epoch,
         device=config.device,

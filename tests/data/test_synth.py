@@ -145,6 +145,48 @@ def test_image_looks_like_t1_bone(domain: str) -> None:
         assert abs(image[outside].mean() - image[rim].mean()) > 0.1 * background.std()
 
 
+def _canonical_case(domain: str, index: int, config: PhantomConfig) -> tuple[np.ndarray, ...]:
+    image, label, affine = synth_case(domain, seed=11, index=index, config=config)
+    return _canonical(image, affine).astype(np.float64), _canonical(label, affine)
+
+
+def _ring_level(image: np.ndarray, label: np.ndarray, bone: int) -> float:
+    """Median intensity of the in-plane 1-voxel ring just outside ``bone``, relative to the median
+    soft tissue (mostly muscle)."""
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    outside = ndimage.binary_dilation(label == bone, in_plane) & (label == 0)
+    soft = np.median(image[(label == 0) & (image > 0.05 * image.max())])
+    return float(np.median(image[outside]) / soft)
+
+
+def test_talus_is_ringed_by_cartilage_unlike_its_neighbours() -> None:
+    # The talus is mostly articular surface: in every axial slice an intermediate-signal cartilage
+    # ring lies just outside its cortex, a 2D cue the calcaneus and the tibia do not have (without
+    # it the lower talus and the upper calcaneus look alike slice by slice and a 2D model confuses
+    # them).
+    clean = PhantomConfig(shape=(48, 48, 16), noise=0.0, bias=0.0)
+    for index in range(4):
+        image, label = _canonical_case("ankle", index, clean)
+        calcaneus, talus, tibia = (_ring_level(image, label, bone) for bone in (1, 2, 3))
+        assert talus > max(calcaneus, tibia) + 0.05, (index, calcaneus, talus, tibia)
+
+
+def test_calcaneus_is_the_long_bone_below_and_behind_the_talus() -> None:
+    for index in range(4):
+        _, label = _canonical_case("ankle", index, TINY)
+        extent = {}
+        for bone in (1, 2):
+            _, ys, zs = np.nonzero(label == bone)
+            extent[bone] = (ys.min(), ys.max(), zs.min(), zs.max())
+        calcaneus, talus = extent[1], extent[2]
+        # Longer front to back, reaching further back (the heel) and further down.
+        assert calcaneus[1] - calcaneus[0] > 1.4 * (talus[1] - talus[0])
+        assert calcaneus[0] < talus[0] and calcaneus[2] < talus[2]
+        # The tuberosity rises behind the talus: some axial slices hold both bones.
+        assert calcaneus[3] >= talus[2]
+
+
 def test_domains_differ_globally() -> None:
     def dark_fraction(domain: str) -> float:
         image = synth_case(domain, seed=0, index=0, config=TINY)[0].astype(np.float64)
