@@ -224,14 +224,7 @@ def make_plan(
     fixed = _check_overrides(overrides or {})
     _check_inputs(fingerprints, budget_s, device)
     reasons: list[tuple[str, str]] = []
-    if "image_size" in fixed:
-        wanted = fixed["image_size"]
-        reasons.append(("image size", f"{wanted} (given)"))
-        sizes = [wanted]
-    else:
-        wanted, why = choose_image_size(fingerprints, opts)
-        reasons.append(("image size", why))
-        sizes = sorted((s for s in opts.candidate_sizes if s <= wanted), reverse=True)
+    wanted, sizes = _image_sizes(fingerprints, fixed, opts, reasons)
     base: dict[str, Any] = {
         "depth": fixed.get("depth", opts.depth),
         "num_classes": tuple(len(fp.labels) + 1 for fp in fingerprints),
@@ -267,11 +260,7 @@ def make_plan(
     reasons.append(
         ("epochs", f"{epochs} x {per_epoch} steps: a validation every {per_epoch} steps")
     )
-    lr = fixed.get("lr", opts.lr)
-    schedule = fixed.get("schedule", opts.schedule)
-    ratio = fixed.get("min_lr_ratio", opts.min_lr_ratio)
-    warmup = fixed.get("warmup_steps", round(opts.warmup_fraction * total))
-    reasons.append(("schedule", schedule_reason(schedule, lr, ratio, warmup, total)))
+    lr, schedule, ratio, warmup = _schedule(fixed, opts, total, reasons)
     seg_loss = base["seg_loss"]
     reasons.append(("loss", loss_reason(seg_loss, "seg_loss" in fixed)))
     expected = costs.run_s(total, choice.step_s, spec.batch_size, epochs)
@@ -302,6 +291,35 @@ def make_plan(
         postprocess=choose_postprocess(fingerprints),
         reasons=tuple(reasons),
     )
+
+
+def _image_sizes(
+    fingerprints: Sequence[Fingerprint],
+    fixed: Mapping[str, Any],
+    opts: PlanOptions,
+    reasons: list[tuple[str, str]],
+) -> tuple[int, list[int]]:
+    """The image size the labels want and the candidate sizes to try, largest first (its reason
+    appended to ``reasons``)."""
+    if "image_size" in fixed:
+        wanted = int(fixed["image_size"])
+        reasons.append(("image size", f"{wanted} (given)"))
+        return wanted, [wanted]
+    wanted, why = choose_image_size(fingerprints, opts)
+    reasons.append(("image size", why))
+    return wanted, sorted((s for s in opts.candidate_sizes if s <= wanted), reverse=True)
+
+
+def _schedule(
+    fixed: Mapping[str, Any], opts: PlanOptions, total: int, reasons: list[tuple[str, str]]
+) -> tuple[float, str, float, int]:
+    """``(lr, schedule, min_lr_ratio, warmup_steps)`` over ``total`` steps (reason appended)."""
+    lr = float(fixed.get("lr", opts.lr))
+    schedule = str(fixed.get("schedule", opts.schedule))
+    ratio = float(fixed.get("min_lr_ratio", opts.min_lr_ratio))
+    warmup = int(fixed.get("warmup_steps", round(opts.warmup_fraction * total)))
+    reasons.append(("schedule", schedule_reason(schedule, lr, ratio, warmup, total)))
+    return lr, schedule, ratio, warmup
 
 
 def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -119,26 +119,17 @@ class TrainConfig:
             raise ConfigError("domains must name at least one domain, got none")
         if len(set(domains)) != len(domains):
             raise ConfigError(f"domains must not repeat a name, got {list(domains)}")
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
-        if self.arch not in ARCHS:
-            raise ConfigError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.seg_loss not in SEG_LOSSES:
-            raise ConfigError(
-                f"seg_loss must be one of {', '.join(SEG_LOSSES)}, got {self.seg_loss!r}"
-            )
-        if self.amp not in AMP_MODES:
-            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        _check_choice("scheme", self.scheme, SCHEMES)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("seg_loss", self.seg_loss, SEG_LOSSES)
+        _check_choice("amp", self.amp, AMP_MODES)
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 2)
         _check_int("base_width", self.base_width, 1)
         _check_int("depth", self.depth, 2)
         _check_int("seed", self.seed, 0)
         _check_int("num_workers", self.num_workers, 0)
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
+        _check_choice("schedule", self.schedule, SCHEDULES)
         _check_int("warmup_steps", self.warmup_steps, 0)
         _check_float("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         _check_float("poly_power", self.poly_power, low=0.0, low_open=True)
@@ -160,6 +151,11 @@ class TrainConfig:
             raise ConfigError(
                 f"channels_last must be true, false or null, got {self.channels_last!r}"
             )
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        """The checks that relate two fields to each other."""
+        domains = self.domains
         if self.image_size is not None:
             multiple = 2 ** (self.depth - 1)
             if any(v % multiple for v in self.image_size):
@@ -283,6 +279,11 @@ def _valid_device(device: str) -> bool:
         return True
     prefix, _, index = device.partition(":")
     return prefix == "cuda" and index.isdigit()
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
