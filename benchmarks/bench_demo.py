@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pedseg.export.cpu import cpu_description
+
 TARGET_DICE = 0.80
 TARGET_SECONDS = 300.0
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.md"
@@ -40,17 +42,6 @@ class SeedRun:
     load_after: tuple[float, float, float]
     slices_per_s: float
     dice: dict[str, dict[str, float]]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def run_seed(seed: int, out: Path, *, quick: bool, device: str) -> SeedRun:
@@ -99,8 +90,7 @@ def report(runs: list[SeedRun], *, command: str) -> str:
         f"# `pedseg demo` benchmark ({dt.date.today().isoformat()})",
         "",
         f"- command: `{command}`",
-        f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs; python "
-        f"{platform.python_version()}",
+        f"- machine: {cpu_description()}; python {platform.python_version()}",
         "",
         head,
         "|" + "---:|" * (6 + len(labels) + 1),

@@ -17,7 +17,6 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 
@@ -27,6 +26,7 @@ from scipy import ndimage
 
 import pedseg
 from pedseg.evaluation.metrics import LabelMetrics, case_metrics
+from pedseg.export.cpu import cpu_description
 
 SPACING = (0.5, 0.5, 1.0)
 LABELS = (1, 2, 3)
@@ -123,17 +123,6 @@ def _timed(fn: Callable[[], list[LabelMetrics]], repeats: int) -> tuple[float, l
     return statistics.median(times), result
 
 
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128x128x100, one repeat")
@@ -156,7 +145,7 @@ def main() -> None:
 
     print("# Benchmark: case metrics (3 labels)\n")
     print(f"- date: {datetime.date.today().isoformat()}")
-    print(f"- machine: {_cpu_model()}, {os.cpu_count()} logical CPUs (`lscpu`)")
+    print(f"- machine: {cpu_description()}")
     print(f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     print(
         f"- versions: Python {platform.python_version()}, numpy {np.__version__}, "

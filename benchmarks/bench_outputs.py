@@ -32,6 +32,7 @@ import numpy as np
 
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.spec import DomainSpec
+from pedseg.export.cpu import cpu_description
 from pedseg.export.onnx import export_domain
 from pedseg.inference.backends import OnnxBackend
 from pedseg.io import read_label, read_volume
@@ -49,17 +50,6 @@ from tests.outputs.conftest import write_mr_series  # noqa: E402  (pydicom serie
 SIZE = (256, 256)
 PELVIS = REPO.parent / "shared" / "data" / "pelvis"
 FORMATS = "nifti,seg-nrrd,dicom-seg,mesh-stl,stats,preview-3d"
-
-
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    fields = {
-        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())
-    }
-    return f"{fields.get('Model name', 'unknown')}, {os.cpu_count()} logical CPUs"
 
 
 def synthetic_case(folder: Path, slices: int) -> tuple[Path, Path]:
@@ -169,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
     print(
-        f"machine: {cpu_model()}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
+        f"machine: {cpu_description()}; uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="pedseg-bench-outputs-") as tmp_name:

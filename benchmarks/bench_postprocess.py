@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ import scipy
 from scipy import ndimage
 
 from pedseg.domains.spec import PostprocessSpec
+from pedseg.export.cpu import cpu_description
 from pedseg.inference.postprocess import ball, postprocess
 
 Shape = tuple[int, int, int]
@@ -88,17 +87,6 @@ def best_of(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarra
     return best, result
 
 
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in text.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="use a 128x128x100 volume")
@@ -121,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         f"voxels) + pinholes and 60 small islands; spec: {spec}"
     )
     print(
-        f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs visible; "
+        f"- machine: {cpu_description()}; "
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
         f"cc3d {version('connected-components-3d')}"
     )

@@ -45,6 +45,7 @@ import torch
 
 from pedseg.data.preprocess import prepare_volume
 from pedseg.domains.spec import DomainSpec
+from pedseg.export.cpu import cpu_description
 from pedseg.export.onnx import export_domain
 from pedseg.inference.backends import OnnxBackend, TorchBackend, num_threads
 from pedseg.inference.batch import BatchOptions, predict_cases
@@ -55,18 +56,6 @@ from pedseg.models.segmenter import DomainSegmenter
 from pedseg.runfolder.loading import DomainModel
 
 SIZE = (256, 256)
-
-
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    fields = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in text.splitlines())
-    )
-    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
-    return f"{fields.get('Model name', 'unknown')}, {cores} cores, {os.cpu_count()} logical CPUs"
 
 
 def gpu_model() -> str:
@@ -229,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"# Prediction benchmark ({dt.date.today().isoformat()})\n")
     print(f"- command: `{command.strip()}`")
-    print(f"- machine: {cpu_model()}; GPU: {gpu_model()}; device asked: {device}")
+    print(f"- machine: {cpu_description()}; GPU: {gpu_model()}; device asked: {device}")
     print(
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
         f"onnxruntime {ort.__version__}, numpy {np.__version__}; intra-op threads {num_threads()}"

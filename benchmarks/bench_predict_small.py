@@ -36,6 +36,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pedseg.export.cpu import cpu_description
 from pedseg.export.onnx import export_domain
 from pedseg.inference.backends import OnnxBackend, num_threads
 from pedseg.inference.predictor import open_predictor
@@ -45,16 +46,6 @@ IMPORTS = (
     "import pedseg.cli.app, pedseg.inference.batch, pedseg.inference.recognition, "
     "pedseg.runfolder.loading, onnxruntime"
 )
-
-
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines())}
-    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
-    return f"{fields.get('Model name', 'unknown')}, {cores} cores, {os.cpu_count()} logical CPUs"
 
 
 def wall(command: list[str], *, env: dict[str, str] | None = None) -> float:
@@ -193,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Small-model prediction benchmark ({dt.date.today().isoformat()})",
         "",
         f"- command: `python3 benchmarks/bench_predict_small.py {' '.join(argv or sys.argv[1:])}`",
-        f"- machine: {cpu_model()}; intra-op threads {num_threads()}",
+        f"- machine: {cpu_description()}; intra-op threads {num_threads()}",
         f"- load average before: {' / '.join(f'{v:.2f}' for v in load_before)} (1, 5, 15 min)",
         "",
         "| process start | wall (s) |",

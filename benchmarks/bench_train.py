@@ -33,7 +33,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from torch import nn
 from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import domain_counts
 from pedseg.errors import PedsegError, TrainingError
+from pedseg.export.cpu import cpu_description
 from pedseg.models import ModelConfig, MultiDomainUNet, build_model, count_flops
 from pedseg.runtime import autocast, resolve_amp, resolve_device
 from pedseg.training.step import HostBatch, LossSpec, compute_losses, to_device
@@ -78,16 +78,6 @@ class Runner:
     optimizer: torch.optim.Optimizer
     seconds: list[float]
     peak_bytes: int = 0
-
-
-def cpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines())}
-    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
-    return f"{fields.get('Model name', 'unknown')}, {cores} cores, {os.cpu_count()} logical CPUs"
 
 
 def device_peak_gflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
@@ -238,7 +228,7 @@ def run(argv: list[str] | None) -> int:
     split = " + ".join(str(n) for n in counts)
     print(f"# Training-throughput benchmark ({dt.date.today().isoformat()})\n")
     print(f"- command: `{command}`")
-    print(f"- machine: {cpu_model()}; GPU: {gpu}; device: {device}")
+    print(f"- machine: {cpu_description()}; GPU: {gpu}; device: {device}")
     print(
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {np.__version__}; intra-op threads {torch.get_num_threads()}"

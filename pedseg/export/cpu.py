@@ -5,11 +5,12 @@ Read from ``/proc/cpuinfo`` (Linux; ``platform`` elsewhere); import-light.
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_model"]
+__all__ = ["cpu_description", "cpu_flags", "cpu_model"]
 
 _FLAGS = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 
@@ -31,6 +32,15 @@ def _cpuinfo() -> dict[str, str]:
 def cpu_model() -> str:
     """This CPU's model string (``lscpu``'s "Model name")."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_description() -> str:
+    """``"<model>, <N> cores, <M> logical CPUs"``: the machine line of every benchmark record."""
+    info = _cpuinfo()
+    logical = os.cpu_count() or 0
+    cores = info.get("cpu cores", "")
+    core_text = f"{cores} cores, " if cores.isdigit() else ""
+    return f"{cpu_model()}, {core_text}{logical} logical CPUs"
 
 
 def cpu_flags() -> dict[str, bool]:
