@@ -148,11 +148,11 @@ def write_inputs(
             link("other-domain", source)
     for _, source in others:
         link("phantom", source)
-    variants = folder / "variants"
-    variants.mkdir()
+    made = folder / "variants"
+    made.mkdir()
     for index, source in enumerate(tests[domain][:variants]):
         for kind in KINDS:
-            path = derived(variants, source, kind, index)
+            path = derived(made, source, kind, index)
             group = "blank" if kind.startswith("blank") else kind
             path.rename(folder / f"{group}{SEP}{kind}-{source.name}")
 

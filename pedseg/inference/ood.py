@@ -95,9 +95,8 @@ class OodCheck:
         blank = [f"blank: {w}" for w in volume_warnings(volume)]
         reasons: list[str] = list(blank)
         checks: dict[str, Any] = {}
-        if recognition is not None and recognition.get("ood"):
-            said = recognition.get("warning") or "unlike every domain's training slices"
-            reasons.append(f"embedding: {said}")
+        if recognition is not None:
+            reasons += _embedding(recognition)
         profile = self.profiles.get(spec.name)
         acquisition = profile.acquisition if profile is not None else None
         if acquisition is not None and not blank:  # a blank scan has no meaningful histogram
@@ -163,3 +162,15 @@ class OodCheck:
                 f"{lo:.1f}-{hi:.1f} mL"
             ]
         return []
+
+
+def _embedding(recognition: Mapping[str, Any]) -> list[str]:
+    """The recognition's evidence: the scan looks like none of the domains or, the domain being
+    given (``expected``), like another one (a real scan of the wrong anatomy)."""
+    if recognition.get("ood"):
+        said = recognition.get("warning") or "unlike every domain's training slices"
+        return [f"embedding: {said}"]
+    expected, found = recognition.get("expected"), recognition.get("domain")
+    if isinstance(expected, str) and found != expected:
+        return [f"embedding: {recognition.get('warning') or f'looks like domain {found}'}"]
+    return []
