@@ -14,8 +14,11 @@ the domain's training scans (:class:`~pedseg.runfolder.acquisition.AcquisitionPr
 * **intensities**: the normalised-intensity histogram is farther from the training mean
   (Jensen-Shannon divergence) than :attr:`OodLimits.histogram_factor` times the farthest training
   case, and at least :attr:`OodLimits.histogram_floor` (noise, inverted contrast, another sequence);
-* **prediction**: the predicted foreground volume is outside the training range widened by
-  :attr:`OodLimits.volume_factor` (the model finds far too little or too much of its anatomy).
+* **prediction**: the predicted foreground volume, or the volume of some label, is outside its
+  training range widened by :attr:`OodLimits.volume_factor` (the model finds far too little or too
+  much of its anatomy, or of one part of it: a bone missing in a transposed or inverted scan);
+* **embedding**, too, when the domain is given (``--domain``): the scan is recognised as another of
+  the model's domains (a real scan of the wrong anatomy).
 
 A scan is flagged when any check fails; its report says which and with what values. A flagged scan
 is still segmented, unless the command refuses them (``--refuse-ood``).
@@ -149,19 +152,33 @@ class OodCheck:
         reference: AcquisitionProfile,
         checks: dict[str, Any],
     ) -> list[str]:
-        lo, hi = reference.foreground_ml
-        if hi <= 0:
-            return []
-        voxel_ml = math.prod(float(s) for s in volume.spacing) / 1000.0
-        foreground = float(np.count_nonzero(labels)) * voxel_ml
-        checks["foreground_ml"] = round(foreground, 2)
         factor = self.limits.volume_factor
-        if not lo / factor <= foreground <= hi * factor:
-            return [
-                f"prediction: {foreground:.1f} mL of {spec.name} labels found, training scans "
-                f"{lo:.1f}-{hi:.1f} mL"
-            ]
-        return []
+        voxel_ml = math.prod(float(s) for s in volume.spacing) / 1000.0
+        counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
+        found = {
+            name: float(counts[i]) * voxel_ml if i < counts.size else 0.0 for i, name in spec.labels
+        }
+        reasons: list[str] = []
+        lo, hi = reference.foreground_ml
+        if hi > 0:
+            foreground = sum(found.values())
+            checks["foreground_ml"] = round(foreground, 2)
+            if not lo / factor <= foreground <= hi * factor:
+                reasons.append(
+                    f"prediction: {foreground:.1f} mL of {spec.name} labels found, training "
+                    f"scans {lo:.1f}-{hi:.1f} mL"
+                )
+        checks["label_ml"] = {name: round(ml, 2) for name, ml in found.items()}
+        odd = [
+            f"{name} {found[name]:.1f} mL (training {lo:.1f}-{hi:.1f})"
+            for name, (lo, hi) in reference.label_ml.items()
+            if name in found and hi > 0 and not lo / factor <= found[name] <= hi * factor
+        ]
+        if odd:
+            reasons.append(
+                f"prediction: label volumes unlike the training scans': {', '.join(odd)}"
+            )
+        return reasons
 
 
 def _embedding(recognition: Mapping[str, Any]) -> list[str]:
