@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import json
 import os
@@ -85,14 +86,17 @@ def main() -> int:
     images = {s.name: {c.case_id: c.image for c in list_cases(s)} for s in specs}
     outcomes: list[Outcome] = []
     used: list[str] = []
+    failed: set[tuple[str, str]] = set()  # (fold, case): a test case whose prediction lost a label
     for fold in sorted(plan["folds"], key=int):
         run = args.study / args.method / f"fold-{fold}" / "run"
         if args.fold is not None and fold not in args.fold:
             continue
-        if not (run / "model.json").is_file() or not (run / "domains.json").is_file():
+        metrics = run.parent / "metrics.csv"  # written once the fold is trained and evaluated
+        if not all(p.is_file() for p in (run / "model.json", run / "domains.json", metrics)):
             print(f"fold {fold}: no complete run at {run}; skipped", file=sys.stderr)
             continue
         used.append(fold)
+        failed |= {(fold, case) for case in missed_labels(metrics)}
         tests = {
             d: [images[d][c] for c in parts["test"]] for d, parts in plan["folds"][fold].items()
         }
@@ -107,7 +111,7 @@ def main() -> int:
                 reports = predict(folder, Path(tmp) / f"out-{spec.name}", spec.name, run)
                 outcomes += [outcome(fold, spec.name, name, r) for name, r in reports.items()]
     wall = time.monotonic() - started
-    text = report(args, used, outcomes, wall=wall, load=load)
+    text = report(args, used, outcomes, failed, wall=wall, load=load)
     print(text)
     if args.record:
         out = Path(__file__).parent / "results" / "ood.md"
@@ -173,6 +177,14 @@ def predict(folder: Path, out: Path, domain: str, run: Path) -> dict[str, dict[s
     return reports
 
 
+def missed_labels(metrics: Path) -> set[str]:
+    """Test cases of a fold whose prediction has no voxel of a label the reference has (the
+    crossval's own evaluation): a failed segmentation, which the prediction check rightly flags."""
+    with metrics.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {r["case"] for r in rows if r["empty_prediction"] == "1" and r["empty_reference"] == "0"}
+
+
 def outcome(fold: str, domain: str, name: str, report: dict[str, Any]) -> Outcome:
     group, case = name.split(SEP, 1)
     ood = report.get("ood") or {"flagged": False, "reasons": [], "checks": {}}
@@ -186,7 +198,13 @@ def outcome(fold: str, domain: str, name: str, report: dict[str, Any]) -> Outcom
 
 
 def report(
-    args: argparse.Namespace, folds: list[str], rows: list[Outcome], *, wall: float, load: float
+    args: argparse.Namespace,
+    folds: list[str],
+    rows: list[Outcome],
+    failed: set[tuple[str, str]],
+    *,
+    wall: float,
+    load: float,
 ) -> str:
     command = ["python", "benchmarks/bench_ood.py", str(args.study)]
     command += [f"--data={d}" for d in args.data] + ["--method", args.method]
@@ -222,6 +240,16 @@ def report(
         f"**Overall**: {_rate(ood, None)} out-of-distribution scans flagged "
         f"({_pct(ood)}; target >= 95 %), {_rate(inside, IN_DOMAIN)} in-domain scans flagged "
         f"({_pct(inside)}; target <= 5 %).",
+    ]
+    sound = [r for r in inside if (r.fold, r.name) not in failed]
+    if len(sound) < len(inside):
+        lines += [
+            "",
+            f"{len(inside) - len(sound)} in-domain scans were segmented with a label missing "
+            "entirely (empty prediction, non-empty reference, in the crossval's `metrics.csv`); "
+            f"on the {len(sound)} others {_rate(sound, IN_DOMAIN)} were flagged ({_pct(sound)}).",
+        ]
+    lines += [
         "",
         "Which checks fired (scans with that reason / flagged scans of the group):",
         "",
