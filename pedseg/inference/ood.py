@@ -7,7 +7,8 @@ the domain's training scans (:class:`~pedseg.runfolder.acquisition.AcquisitionPr
 
 * **blank**: a constant or near-constant volume (:func:`pedseg.io.checks.volume_warnings`);
 * **embedding**: the recognition's median distance to the domain's cluster is beyond the threshold
-  (:mod:`pedseg.inference.recognition`);
+  (:mod:`pedseg.inference.recognition`) or, the domain being given (``--domain``), the scan is
+  recognised as another of the model's domains (a real scan of the wrong anatomy);
 * **geometry**: along some canonical axis, the voxel spacing is outside the training range widened
   by :attr:`OodLimits.spacing_factor`, or the extent (field of view) outside it widened by
   :attr:`OodLimits.extent_factor` (another body part, a swapped or resampled axis);
@@ -16,9 +17,8 @@ the domain's training scans (:class:`~pedseg.runfolder.acquisition.AcquisitionPr
   case, and at least :attr:`OodLimits.histogram_floor` (noise, inverted contrast, another sequence);
 * **prediction**: the predicted foreground volume, or the volume of some label, is outside its
   training range widened by :attr:`OodLimits.volume_factor` (the model finds far too little or too
-  much of its anatomy, or of one part of it: a bone missing in a transposed or inverted scan);
-* **embedding**, too, when the domain is given (``--domain``): the scan is recognised as another of
-  the model's domains (a real scan of the wrong anatomy).
+  much of its anatomy, or of one part of it: a bone missing in a transposed or inverted scan, or
+  a label the model failed to segment).
 
 A scan is flagged when any check fails; its report says which and with what values. A flagged scan
 is still segmented, unless the command refuses them (``--refuse-ood``).
@@ -51,8 +51,10 @@ class OutOfDistributionError(PedsegError):
 
 @dataclass(frozen=True)
 class OodLimits:
-    """How far a scan may be from the training scans (see the module docstring); measured on
-    held-out real scans and synthetic out-of-distribution inputs in ``benchmarks/bench_ood.py``."""
+    """How far a scan may be from the training scans (see the module docstring). Fixed defaults,
+    not tuned on the benchmark's scans; what they flag is measured on cross-validation test cases
+    and out-of-distribution scans made from them by ``benchmarks/bench_ood.py``
+    (``benchmarks/results/ood.md``)."""
 
     spacing_factor: float = 2.0
     extent_factor: float = 1.6
