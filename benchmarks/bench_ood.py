@@ -178,11 +178,12 @@ def predict(folder: Path, out: Path, domain: str, run: Path) -> dict[str, dict[s
 
 
 def missed_labels(metrics: Path) -> set[str]:
-    """Test cases of a fold whose prediction has no voxel of a label the reference has (the
-    crossval's own evaluation): a failed segmentation, which the prediction check rightly flags."""
+    """Test cases of a fold where the model missed a label entirely: Dice 0 against a non-empty
+    reference (the crossval's own evaluation); a failed segmentation, which the prediction check
+    may rightly flag."""
     with metrics.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {r["case"] for r in rows if r["empty_prediction"] == "1" and r["empty_reference"] == "0"}
+    return {r["case"] for r in rows if float(r["dice"]) == 0.0 and r["empty_reference"] == "0"}
 
 
 def outcome(fold: str, domain: str, name: str, report: dict[str, Any]) -> Outcome:
@@ -245,8 +246,8 @@ def report(
     if len(sound) < len(inside):
         lines += [
             "",
-            f"{len(inside) - len(sound)} in-domain scans were segmented with a label missing "
-            "entirely (empty prediction, non-empty reference, in the crossval's `metrics.csv`); "
+            f"{len(inside) - len(sound)} in-domain scans were segmented with a label missed "
+            "entirely (Dice 0 against a non-empty reference, in the crossval's `metrics.csv`); "
             f"on the {len(sound)} others {_rate(sound, IN_DOMAIN)} were flagged ({_pct(sound)}).",
         ]
     lines += [
