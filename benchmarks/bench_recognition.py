@@ -40,12 +40,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
+from ood_scans import derived, phantoms  # benchmarks/ood_scans.py (the script's folder)
 
 from pedseg.data.preprocess import prepare_volume
-from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.inference.recognition import OOD_THRESHOLD, Candidate, Recognition, Recognizer
 from pedseg.io import read_volume
 from pedseg.runfolder.loading import load_run
@@ -96,40 +95,12 @@ def image_path(domain: str, case: str) -> Path:
     return DATA / domain / "imagesTr" / f"{case}.nii.gz"
 
 
-def derived(tmp: Path, source: Path, kind: str, seed: int) -> Path:
-    """Write an OOD variant of ``source`` (same affine) and return its path."""
-    image = nib.load(source)
-    if not isinstance(image, nib.Nifti1Image):
-        raise TypeError(f"{source}: expected a NIfTI-1 image")
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    if kind == "inverted":
-        out = data.max() - data
-    elif kind == "swapped":
-        out = np.ascontiguousarray(np.swapaxes(data, 0, 1))
-    elif kind == "noise":
-        rng = np.random.default_rng(seed)
-        coarse = rng.random((8, 8, 8)).astype(np.float32)
-        zoom = [n / 8 for n in data.shape]
-        from scipy.ndimage import zoom as resize
-
-        out = resize(coarse, zoom, order=1)[: data.shape[0], : data.shape[1], : data.shape[2]]
-        out = out * float(data.max()) + rng.normal(0, 0.05 * float(data.max()), out.shape)
-    else:
-        raise ValueError(kind)
-    path = tmp / f"{kind}-{source.name}"
-    nib.save(nib.Nifti1Image(out.astype(np.float32), image.affine), path)
-    return path
-
-
 def scans(folds: Path, tmp: Path) -> Iterator[Scan]:
     for domain in ("pelvis", "spine"):
         for case in held_out(folds, domain):
             yield Scan(case, domain, domain, image_path(domain, case))
-    phantoms = synth_dataset(
-        tmp / "phantoms", domains=("ankle", "shoulder"), cases=3, seed=7, config=PhantomConfig()
-    )
-    for path in sorted(p for p in phantoms if "imagesTr" in p.parts):
-        yield Scan(path.name.split(".")[0], path.parts[-3], None, path)
+    for domain, path in phantoms(tmp / "phantoms"):
+        yield Scan(path.name.split(".")[0], domain, None, path)
     for domain in ("pelvis", "spine"):
         for index, case in enumerate(held_out(folds, domain)[:3]):
             source = image_path(domain, case)

@@ -149,3 +149,39 @@ def test_js_divergence_bounds(scans: tuple[list[Path], list[Path]], ankle: Domai
     assert js_divergence(histogram, histogram) == pytest.approx(0.0, abs=1e-12)
     disjoint = js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
     assert disjoint == pytest.approx(1.0)
+
+
+def test_a_scan_recognised_as_another_domain_than_the_given_one_is_flagged(
+    check: OodCheck, scans: tuple[list[Path], list[Path]], ankle: DomainSpec
+) -> None:
+    volume = read_volume(scans[1][0])
+    other = {
+        "ood": False,
+        "domain": "shoulder",
+        "expected": "ankle",
+        "warning": "looks like domain shoulder (90% of slices, distance 0.50), not ankle",
+    }
+    verdict = check.assess(volume, ankle, recognition=other)
+    assert verdict.reasons == (f"embedding: {other['warning']}",)
+    same = {**other, "domain": "ankle"}
+    del same["warning"]
+    assert not check.assess(volume, ankle, recognition=same).flagged
+    recognised = {"ood": False, "domain": "shoulder"}  # no --domain: recognition chose it
+    assert not check.assess(volume, ankle, recognition=recognised).flagged
+
+
+def test_a_missing_label_is_flagged_though_the_total_volume_looks_right(
+    check: OodCheck, scans: tuple[list[Path], list[Path]], ankle: DomainSpec
+) -> None:
+    volume = read_volume(scans[1][0])
+    label = np.asarray(read_label(scans[1][0].parent.parent / "labelsTr" / scans[1][0].name).array)
+    first, name = ankle.labels[0]
+    second = ankle.labels[1][0]
+    moved = np.where(label == first, second, label)  # the first label's voxels called the second
+    verdict = check.assess(volume, ankle, labels=moved)
+    assert verdict.flagged
+    assert len(verdict.reasons) == 1  # the total is still in range: only the per-label check
+    assert verdict.reasons[0].startswith("prediction: label volumes unlike the training scans'")
+    assert f"{name} 0.0 mL" in verdict.reasons[0]
+    assert verdict.checks["label_ml"][name] == 0.0
+    assert "foreground_ml" in verdict.checks
