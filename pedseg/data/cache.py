@@ -244,26 +244,35 @@ def _reuse(
         manifest = cache.manifest
         if any(manifest.get(key) != value for key, value in header.items()):
             return None
-        entries = manifest["cases"]
-        found = [(e["case_id"], e["image"]["path"], e["label"]["path"]) for e in entries]
-        wanted = [
-            (c.case_id, relative_source(c.image, root), relative_source(c.label or c.image, root))
-            for c in cases
-        ]
-        if found != wanted:
-            return None
-        files = [(c.image, e["image"]) for c, e in zip(cases, entries, strict=True)]
-        files += [(c.label or c.image, e["label"]) for c, e in zip(cases, entries, strict=True)]
-        states = [source_state(path, record) for path, record in files]
+        state = sources_state(cases, manifest["cases"], root)
     except (DatasetError, KeyError, TypeError) as exc:
         logger.info("slice cache %s is unusable, rebuilding: %s", target, exc)
         return None
-    if "changed" in states:
+    if state == "changed":
         return None
-    if "touched" in states:  # same content, new mtime: remember it (best effort)
+    if state == "touched":  # same content, new mtime: remember it (best effort)
         with contextlib.suppress(OSError):
             write_text_atomic(target / MANIFEST, json.dumps(manifest, indent=1))
     return cache
+
+
+def sources_state(
+    cases: Sequence[Case], records: Sequence[dict[str, Any]], root: Path | None
+) -> str:
+    """Whether ``records`` (a cache's or fingerprint's ``case_id`` / ``image`` / ``label`` entries,
+    in order) still describe ``cases``: ``same``, ``touched`` (some file has a new mtime but the
+    same content; its record is updated) or ``changed`` (other cases, paths or content)."""
+    found = [(r["case_id"], r["image"]["path"], r["label"]["path"]) for r in records]
+    wanted = [
+        (c.case_id, relative_source(c.image, root), relative_source(c.label or c.image, root))
+        for c in cases
+    ]
+    if found != wanted:
+        return "changed"
+    files = [(c.image, r["image"]) for c, r in zip(cases, records, strict=True)]
+    files += [(c.label or c.image, r["label"]) for c, r in zip(cases, records, strict=True)]
+    states = {source_state(path, record) for path, record in files}
+    return "changed" if "changed" in states else "touched" if "touched" in states else "same"
 
 
 def source_state(path: Path, record: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pedseg import __version__
-from pedseg.data.cache import default_cache_root, relative_source, source_record, source_state
+from pedseg.data.cache import default_cache_root, source_record, sources_state
 from pedseg.data.case_facts import CaseFacts, case_facts
 from pedseg.data.dataset import Case, list_cases
 from pedseg.data.preprocess import resolve_slice_axis
@@ -248,18 +248,8 @@ def _reuse(
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("pedseg_version") != __version__:
             return None
-        sources = raw["sources"]
-        found = [(s["case_id"], s["image"]["path"], s["label"]["path"]) for s in sources]
-        wanted = [
-            (c.case_id, relative_source(c.image, root), relative_source(c.label or c.image, root))
-            for c in cases
-        ]
-        if found != wanted:
-            return None
-        files = [(c.image, s["image"]) for c, s in zip(cases, sources, strict=True)]
-        files += [(c.label or c.image, s["label"]) for c, s in zip(cases, sources, strict=True)]
-        states = [source_state(p, record) for p, record in files]
-        if "changed" in states:
+        state = sources_state(cases, raw["sources"], root)
+        if state == "changed":
             return None
         fingerprint = Fingerprint.from_dict(raw["fingerprint"], source=str(path))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, PlanError) as exc:
@@ -267,7 +257,7 @@ def _reuse(
         return None
     if fingerprint.descriptor_hash != spec.content_hash():
         return None
-    if "touched" in states:  # same content, new mtime: remember it (best effort)
+    if state == "touched":  # same content, new mtime: remember it (best effort)
         with contextlib.suppress(OSError):
             write_text_atomic(path, json.dumps(raw, indent=1) + "\n")
     return fingerprint

@@ -36,7 +36,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,20 +232,34 @@ def export_run(
 
     Nothing is written when any destination exists and ``overwrite`` is false.
     """
+    planned = planned_exports(
+        run, domains, lambda name: run.layout.onnx(name, folder=out_dir), overwrite=overwrite
+    )
+    return [
+        export_domain(model, target, fp16=fp16, overwrite=overwrite) for model, target in planned
+    ]
+
+
+def planned_exports(
+    run: LoadedRun,
+    domains: Sequence[str] | None,
+    target_of: Callable[[str], Path],
+    *,
+    overwrite: bool,
+) -> list[tuple[DomainModel, Path]]:
+    """Each exported domain's model and destination (every domain of ``run`` when ``domains`` is
+    empty), checked before anything is written: no domain twice, no existing destination unless
+    ``overwrite``."""
     names = list(domains if domains else run.domains)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
-    models = [run.domain(name) for name in names]
-    targets = [run.layout.onnx(name, folder=out_dir) for name in names]
+    planned = [(run.domain(name), target_of(name)) for name in names]
     if not overwrite:
-        for target in targets:
+        for _, target in planned:
             if target.exists():
                 raise OutputExistsError(target)
-    return [
-        export_domain(model, target, fp16=fp16, overwrite=overwrite)
-        for model, target in zip(models, targets, strict=True)
-    ]
+    return planned
 
 
 def load_onnx_model(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, OutputExistsError
+from pedseg.errors import OutputExistsError
 from pedseg.export.int8_check import (
     SpeedRecord,
     Verification,
@@ -28,6 +28,7 @@ from pedseg.export.int8_check import (
     measure_speed,
     verify_int8,
 )
+from pedseg.export.onnx import planned_exports
 from pedseg.export.quantize import (
     Int8Options,
     build_int8,
@@ -70,20 +71,13 @@ def export_int8_run(
     """The int8 export of every domain of ``run`` (or ``domains``) into ``out_dir`` (default
     ``RUN/onnx``); ``specs`` give each domain's data (:func:`data_specs`). Nothing is written when
     any destination exists and ``overwrite`` is false."""
-    names = list(domains if domains else run.domains)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"domain {repeated[0]!r} is given twice; name each domain once")
-    models = [run.domain(name) for name in names]
-    targets = [run.layout.onnx_int8(name, folder=out_dir) for name in names]
-    if not overwrite:
-        for target in targets:
-            if target.exists():
-                raise OutputExistsError(target)
+    planned = planned_exports(
+        run, domains, lambda name: run.layout.onnx_int8(name, folder=out_dir), overwrite=overwrite
+    )
     opts = options if options is not None else Int8Options()
     return [
         export_int8_domain(model, specs[model.spec.name], target, options=opts, overwrite=overwrite)
-        for model, target in zip(models, targets, strict=True)
+        for model, target in planned
     ]
 
 
