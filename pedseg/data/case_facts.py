@@ -3,8 +3,9 @@
 Everything is measured on the volume's canonical grid (RAS+ voxel order, :mod:`pedseg.io`), before
 any resizing, so the facts do not depend on the network's image size:
 
-* per label: its voxel count; its bounding box in mm along the three canonical axes; the voxel
-  counts of its 26-connected components (largest first);
+* per label: its voxel count; its bounding box in mm along the three canonical axes; its centroid
+  in mm (voxel index times spacing, canonical axes); the voxel counts of its 26-connected
+  components (largest first);
 * per label, its *in-plane extents*: for every slice (along the domain's slice axis) that contains
   the label, the smaller side of the label's bounding box in that slice, as a fraction of the
   slice's size along that side: ``min(rows / R, cols / C)`` for a box of ``rows x cols`` pixels in a
@@ -34,6 +35,8 @@ class LabelCase:
 
     voxels: int
     bbox_mm: tuple[float, float, float]
+    centroid_mm: tuple[float, float, float]
+    """Mean voxel index times spacing, per canonical axis."""
     components: np.ndarray
     """Voxel counts of its 26-connected components, largest first (int64)."""
     extents: np.ndarray
@@ -87,9 +90,12 @@ def case_facts(
             continue
         crop = mask[box]
         sides = [b.stop - b.start for b in box]
+        where = np.nonzero(crop)
+        centre = [(float(where[k].mean()) + box[k].start) * spacing[k] for k in range(3)]
         found[int(label_id)] = LabelCase(
             voxels=int(crop.sum()),
             bbox_mm=(sides[0] * spacing[0], sides[1] * spacing[1], sides[2] * spacing[2]),
+            centroid_mm=(centre[0], centre[1], centre[2]),
             components=component_sizes(crop),
             extents=_slice_extents(np.moveaxis(crop, axis, 0), in_plane),
         )

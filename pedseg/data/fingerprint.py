@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from pedseg import __version__
 from pedseg.data.cache import default_cache_root, source_record, sources_state
 from pedseg.data.case_facts import CaseFacts, case_facts
 from pedseg.data.dataset import Case, list_cases
+from pedseg.data.label_chain import LabelChain, chain_from_optional, detect_chain
 from pedseg.data.preprocess import resolve_slice_axis
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import DatasetError, PlanError, VolumeError
@@ -56,16 +57,18 @@ __all__ = [
     "Fingerprint",
     "LabelFingerprint",
     "LabelPostprocess",
+    "TrainedPostprocess",
     "choose_postprocess",
     "component_limits",
     "compute_fingerprint",
     "dataset_fingerprint",
     "fingerprint_path",
+    "trained_postprocess",
 ]
 
 logger = logging.getLogger(__name__)
 
-FINGERPRINT_FORMAT = 1
+FINGERPRINT_FORMAT = 2
 MAJOR_FRACTION = 0.1
 CROSS_SECTION_PERCENTILE = 5.0
 PERCENTILES = (0.5, 50.0, 99.5)
@@ -142,6 +145,8 @@ class Fingerprint:
     labels: tuple[LabelFingerprint, ...]
     build_seconds: float
     """How long reading and analysing the cases took (estimates the slice cache's build)."""
+    label_chain: LabelChain | None = None
+    """Serial labels (vertebrae) found in the training labels (:mod:`pedseg.data.label_chain`)."""
 
     def label(self, name: str) -> LabelFingerprint:
         for entry in self.labels:
@@ -154,6 +159,7 @@ class Fingerprint:
         for key, value in asdict(self).items():
             out[key] = list(value) if isinstance(value, tuple) else value
         out["labels"] = [entry.to_dict() for entry in self.labels]
+        out["label_chain"] = None if self.label_chain is None else self.label_chain.to_dict()
         return out
 
     @classmethod
@@ -189,6 +195,11 @@ class Fingerprint:
             image_intensity=_triple(r.numbers("image_intensity", length=3)),
             labels=tuple(LabelFingerprint.from_reader(c) for c in r.children("labels")),
             build_seconds=r.number("build_seconds", low=0.0),
+            label_chain=chain_from_optional(
+                r.value("label_chain"),
+                source=f"{r.source}: label_chain",
+                names=[n for n in (c.text("name") for c in r.children("labels"))],
+            ),
         )
 
 
@@ -331,6 +342,13 @@ def _summarise(
         image_intensity=_percentiles([f.image_sample for f in facts]),
         labels=tuple(_label(facts, label_id, name) for label_id, name in spec.labels),
         build_seconds=float(max(seconds, 0.0)),
+        label_chain=detect_chain(
+            [
+                {i: (e.centroid_mm, e.bbox_mm, e.voxels * f.voxel_mm3) for i, e in f.labels.items()}
+                for f in facts
+            ],
+            spec.labels,
+        ),
     )
 
 
@@ -432,3 +450,24 @@ def component_limits(
     for rule in rules:
         out.setdefault(rule.domain, {})[rule.label] = (rule.keep_largest, rule.min_volume_mm3)
     return out
+
+
+class TrainedPostprocess(NamedTuple):
+    """What prediction's post-processing takes from the training labels, per domain."""
+
+    components: dict[str, dict[str, tuple[int, float]]]
+    """Per label name ``(keep_largest, min_volume_mm3)`` (:func:`component_limits`)."""
+    chains: dict[str, LabelChain]
+    """The domains whose labels form a chain (:mod:`pedseg.data.label_chain`)."""
+
+
+def trained_postprocess(
+    specs: Sequence[DomainSpec], *, cache_root: Path | None = None
+) -> TrainedPostprocess:
+    """:class:`TrainedPostprocess` of ``specs`` from their fingerprints (computed or cached)."""
+    chains: dict[str, LabelChain] = {}
+    for spec in specs:
+        chain = dataset_fingerprint(spec, cache_root=cache_root).label_chain
+        if chain is not None:
+            chains[spec.name] = chain
+    return TrainedPostprocess(component_limits(specs, cache_root=cache_root), chains)

@@ -91,6 +91,7 @@ METADATA_KEYS: tuple[str, ...] = (
     "precision",
     "postprocess",
     "components",
+    "label_chain",
 )
 BATCH_SIZES = (1, 3)
 _DEFAULT_MULTIPLE = 16
@@ -146,6 +147,10 @@ def export_metadata(domain_model: DomainModel, *, precision: str) -> dict[str, s
         "postprocess": json.dumps(spec.postprocess.to_dict(), sort_keys=True),
         "components": json.dumps(
             {label: list(rule) for label, rule in domain_model.components.items()},
+            sort_keys=True,
+        ),
+        "label_chain": json.dumps(
+            None if domain_model.label_chain is None else domain_model.label_chain.to_dict(),
             sort_keys=True,
         ),
     }

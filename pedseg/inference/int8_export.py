@@ -133,6 +133,7 @@ def predictor_pair(
         scheme=domain_model.scheme,
         source=domain_model.layout.root if domain_model.layout else Path(),
         components=domain_model.components,
+        label_chain=domain_model.label_chain,
     )
     threads = num_threads()
     predictors = tuple(

@@ -1,6 +1,7 @@
 """The paper's 3D post-processing (section 3.2): largest connected component, then a closing.
 
-Per label, in ascending label id:
+First, where the training labels form a chain (vertebrae; :mod:`pedseg.inference.chain`), its
+members are renumbered by their order along the chain's axis. Then per label, in ascending label id:
 
 1. *Largest component* (``spec.largest_component``): of the voxels equal to the label, keep the
    largest 26-connected component. Ties are broken deterministically: the component whose first
@@ -46,6 +47,7 @@ from scipy import ndimage
 
 from pedseg.domains.spec import PostprocessSpec
 from pedseg.errors import ConfigError, VolumeError
+from pedseg.inference.chain import ChainRule, order_chain
 
 __all__ = [
     "MAX_HALF_EXTENT",
@@ -113,17 +115,20 @@ def postprocess(
     spacing: tuple[float, float, float],
     label_ids: Sequence[int] | None = None,
     components: Mapping[int, ComponentRule] | None = None,
+    chain: ChainRule | None = None,
 ) -> np.ndarray:
     """Clean a 3D label map as in the paper (see the module docstring for the exact semantics).
 
     ``labels`` is a 3D integer (or boolean) array, 0 = background; ``spacing`` the voxel size in mm
     along its three axes (used when ``spec.closing_unit == "mm"`` and for the rules' volumes);
     ``label_ids`` the labels to process (default: every non-zero value present); ``components``
-    the training labels' :class:`ComponentRule` per label id. Returns a new array of the same shape
-    and dtype.
+    the training labels' :class:`ComponentRule` per label id; ``chain`` their label chain, if any.
+    Returns a new array of the same shape and dtype.
     """
     array = _check_labels(labels)
     steps = _check_spacing(spacing)
+    if chain is not None:
+        array = order_chain(array, chain, spacing=steps)
     ids = _present_ids(array) if label_ids is None else _check_ids(label_ids)
     rules = dict(components or {})
     out = array.copy()

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from pedseg.data.label_chain import LabelChain, chain_from_optional
 from pedseg.data.preprocess import SliceStack, prepare_volume, restore_argmax, restore_slices
 from pedseg.domains.registry import normalizations
 from pedseg.domains.spec import DomainSpec, parse_descriptor
-from pedseg.errors import ConfigError, ModelError, UnknownNameError
+from pedseg.errors import ConfigError, ModelError, PlanError, UnknownNameError
 from pedseg.inference.backends import (
     BACKENDS,
     Backend,
@@ -42,6 +43,7 @@ from pedseg.inference.backends import (
     embedding_call,
     run_batches,
 )
+from pedseg.inference.chain import ChainRule
 from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
 from pedseg.inference.postprocess import ComponentRule, postprocess
 from pedseg.inference.tta import with_tta
@@ -64,6 +66,23 @@ class ModelInfo:
     source: Path  # run folder or .onnx file
     components: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Per label name ``(keep_largest, min_volume_mm3)`` from the training labels."""
+    label_chain: LabelChain | None = None
+    """The training labels' chain (vertebrae), renumbered after prediction."""
+
+    def chain_rule(self) -> ChainRule | None:
+        """:attr:`label_chain` with label ids, for :func:`~pedseg.inference.chain.order_chain`."""
+        chain = self.label_chain
+        ids = {name: label_id for label_id, name in self.spec.labels}
+        if chain is None or any(name not in ids for name in chain.labels):
+            return None
+        return ChainRule(
+            ids=tuple(ids[name] for name in chain.labels),
+            axis=chain.axis,
+            gap_mm=chain.gap_mm,
+            extent_mm=chain.extent_mm,
+            volume_mm3=chain.volume_mm3,
+            min_unit_mm3=chain.min_unit_mm3,
+        )
 
     def component_rules(self) -> dict[int, ComponentRule]:
         """:attr:`components` by label id, for :func:`~pedseg.inference.postprocess.postprocess`."""
@@ -192,6 +211,7 @@ class Predictor:
                 spacing=volume.spacing,
                 label_ids=spec.label_ids,
                 components=self.info.component_rules(),
+                chain=self.info.chain_rule(),
             )
         t3 = time.perf_counter()
         probabilities = None if probs_out is None else np.moveaxis(probs_out, 0, stack.axis)
@@ -256,6 +276,7 @@ def onnx_info(path: Path, domain: str) -> tuple[ModelInfo, bytes]:
         scheme=meta.get("scheme", "unknown"),
         source=path,
         components=_components(meta.get("components"), where),
+        label_chain=_label_chain(meta.get("label_chain"), where, spec),
     )
     return info, proto.SerializeToString()
 
@@ -269,6 +290,20 @@ def _components(text: str | None, where: str) -> dict[str, tuple[int, float]]:
         return {str(k): (int(v[0]), float(v[1])) for k, v in raw.items()}
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         raise ModelError(f"{where}: components is invalid; re-export the model") from None
+
+
+def _label_chain(text: str | None, where: str, spec: DomainSpec) -> LabelChain | None:
+    """The ``label_chain`` metadata of an export (absent in exports made before it)."""
+    if text is None:
+        return None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ModelError(f"{where}: label_chain is invalid JSON; re-export the model") from None
+    try:
+        return chain_from_optional(raw, source=f"{where}: label_chain", names=spec.label_names)
+    except PlanError as exc:
+        raise ModelError(f"{exc}; re-export the model") from None
 
 
 def _onnx_file(folder: Path, domain: str) -> Path:
@@ -348,6 +383,7 @@ def open_predictor(
         scheme=domain_model.scheme,
         source=run.path,
         components=domain_model.components,
+        label_chain=domain_model.label_chain,
     )
     torch_backend = TorchBackend(
         domain_model.module, device=device, allow_cpu_fallback=allow_cpu_fallback

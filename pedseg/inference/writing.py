@@ -124,6 +124,9 @@ def predict_case(
             outputs=names,
         )
         report["tta"] = predictor.tta and f"flip-{spec.flip}"
+        chain = predictor.info.label_chain
+        if predictor.postprocess and chain is not None:
+            report["label_chain"] = list(chain.labels)  # renumbered by their order (vertebrae)
         if volume.source.affine_source is not None:
             report["affine_source"] = volume.source.affine_source
         if verdict is not None:

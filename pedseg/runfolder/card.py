@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pedseg import __version__
+from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import DomainSpec, parse_descriptor
-from pedseg.errors import ConfigError, DescriptorError, ModelError
+from pedseg.errors import ConfigError, DescriptorError, ModelError, PlanError
 from pedseg.io.atomic import write_text_atomic
 from pedseg.models.build import ModelConfig
 from pedseg.models.mapping import LabelMapping
@@ -57,6 +58,7 @@ _FIELDS = {
     "adapted",
     "members",
     "postprocess",
+    "label_chains",
 }
 _MODEL_FIELDS = ("model", "num_classes", "image_size", "descriptors", "label_mapping")
 
@@ -86,6 +88,9 @@ class ModelCard:
     postprocess: Mapping[str, Mapping[str, ComponentLimits]] = field(default_factory=dict)
     """Per domain and label name: ``(keep_largest, min_volume_mm3)`` decided from the training
     labels (:func:`pedseg.data.fingerprint.choose_postprocess`); applied after prediction."""
+    label_chains: Mapping[str, LabelChain] = field(default_factory=dict)
+    """Per domain whose training labels form a chain (vertebrae, :mod:`pedseg.data.label_chain`):
+    the chain, whose members prediction renumbers by their order."""
 
     @classmethod
     def for_model(
@@ -100,6 +105,7 @@ class ModelCard:
         best_epoch: int = 0,
         best_metric: float | None = None,
         postprocess: Mapping[str, Mapping[str, ComponentLimits]] | None = None,
+        label_chains: Mapping[str, LabelChain] | None = None,
     ) -> ModelCard:
         """The card of one network over ``specs`` (weights hash added by the writer)."""
         heads: list[int] = []
@@ -120,6 +126,7 @@ class ModelCard:
             best_epoch=best_epoch,
             best_metric=best_metric,
             postprocess={k: dict(v) for k, v in (postprocess or {}).items()},
+            label_chains=dict(label_chains or {}),
         )
 
     @classmethod
@@ -144,14 +151,19 @@ class ModelCard:
         spec: DomainSpec,
         mapping: LabelMapping,
         postprocess: Mapping[str, ComponentLimits] | None = None,
+        label_chain: LabelChain | None = None,
     ) -> ModelCard:
         """This card with ``spec`` appended (a new head of ``mapping.num_classes`` classes)."""
         rules = dict(self.postprocess)
         if postprocess:
             rules[spec.name] = dict(postprocess)
+        chains = dict(self.label_chains)
+        if label_chain is not None:
+            chains[spec.name] = label_chain
         return replace(
             self,
             postprocess=rules,
+            label_chains=chains,
             domains=(*self.domains, spec.name),
             descriptors={**self.descriptors, spec.name: spec},
             descriptor_hashes={**self.descriptor_hashes, spec.name: spec.content_hash()},
@@ -202,6 +214,8 @@ class ModelCard:
                 }
                 for domain, labels in self.postprocess.items()
             }
+        if self.label_chains:
+            out["label_chains"] = {d: c.to_dict() for d, c in self.label_chains.items()}
         if self.extended_from is not None:
             out["extended_from"] = dict(self.extended_from)
         if self.adapted is not None:
@@ -325,6 +339,7 @@ class _Parser:
             extended_from=self.typed(raw, "extended_from", dict, default=None),
             adapted=self.typed(raw, "adapted", dict, default=None),
             postprocess=self.postprocess(raw, descriptors),
+            label_chains=self.label_chains(raw, descriptors),
             **common,
         )
 
@@ -401,6 +416,22 @@ class _Parser:
                 "edited: restore it or retrain"
             )
         return spec
+
+    def label_chains(
+        self, raw: Mapping[str, Any], specs: Mapping[str, DomainSpec]
+    ) -> dict[str, LabelChain]:
+        out: dict[str, LabelChain] = {}
+        for domain, chain in self.typed(raw, "label_chains", dict, default={}).items():
+            spec = specs.get(domain)
+            if spec is None:
+                raise self.fail(f"label_chains.{domain}: not a domain of this model")
+            try:
+                out[domain] = LabelChain.from_dict(
+                    chain, source=f"label_chains.{domain}", names=spec.label_names
+                )
+            except PlanError as exc:
+                raise self.fail(str(exc)) from None
+        return out
 
     def postprocess(
         self, raw: Mapping[str, Any], specs: Mapping[str, DomainSpec]

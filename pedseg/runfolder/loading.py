@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.models.build import build_model
@@ -48,6 +49,8 @@ class DomainModel:
     components: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Per label name ``(keep_largest, min_volume_mm3)``: the post-processing the training labels
     decided (empty for runs trained before pedseg recorded it)."""
+    label_chain: LabelChain | None = None
+    """The serial labels (vertebrae) the training labels showed, renumbered after prediction."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def _load_model(layout: RunLayout, card: ModelCard) -> dict[str, DomainModel]:
             arch=card.model.arch,
             layout=layout,
             components=dict(card.postprocess.get(name, {})),
+            label_chain=card.label_chains.get(name),
         )
     return out
 

@@ -21,7 +21,7 @@ and ``best`` checkpoints, ``model.safetensors`` + ``model.json`` on improvement,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pedseg import __version__
-from pedseg.data.fingerprint import component_limits
+from pedseg.data.fingerprint import TrainedPostprocess, trained_postprocess
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError
@@ -182,7 +182,7 @@ def extend_run(
         [data.pool], batch_size=config.batch_size, seed=config.seed, fg_fraction=config.fg_fraction
     )
     make_folder(out)
-    rules = component_limits([spec], cache_root=cache_root).get(spec.name, {})
+    rules = trained_postprocess([spec], cache_root=cache_root)
     job = Job(
         config=train_config,
         domains=[data],
@@ -245,10 +245,12 @@ def _extended_card(
     mapping: LabelMapping,
     config: ExtendConfig,
     progress: RunState,
-    rules: Mapping[str, tuple[int, float]],
+    rules: TrainedPostprocess,
 ) -> ModelCard:
     """The base run's card with the new domain appended (no case ids, no paths)."""
-    card = base.with_domain(spec, mapping, rules)
+    card = base.with_domain(
+        spec, mapping, rules.components.get(spec.name, {}), rules.chains.get(spec.name)
+    )
     return replace(
         card,
         training={

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pedseg.data.fingerprint import component_limits
+from pedseg.data.fingerprint import TrainedPostprocess, trained_postprocess
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError
@@ -213,7 +213,11 @@ def _train_model(
             (chosen.amp is torch.bfloat16) + 2 * chosen.channels_last, info, device
         )
         precision = Precision(torch.bfloat16 if code & 1 else None, bool(code & 2))
-    rules = component_limits(specs, cache_root=cache_root) if info.is_main else {}
+    rules = (
+        trained_postprocess(specs, cache_root=cache_root)
+        if info.is_main
+        else TrainedPostprocess({}, {})
+    )
     seed_everything(config.seed)
     job = _make_job(config, specs, domains, layout, image_size, info, device, precision, rules)
     job.callback, job.member = callback, member
@@ -251,7 +255,7 @@ def _make_job(
     info: DistInfo,
     device: torch.device,
     precision: Precision,
-    rules: dict[str, dict[str, tuple[int, float]]],
+    rules: TrainedPostprocess,
 ) -> Job:
     """The network, optimizer and sampler of a fresh run, as the epoch runner's job."""
     model_config = ModelConfig(
@@ -287,7 +291,8 @@ def _make_job(
             training=config.to_dict(include_val_cases=False),
             best_epoch=progress.best_epoch,
             best_metric=progress.best_metric,
-            postprocess=rules,
+            postprocess=rules.components,
+            label_chains=rules.chains,
         )
 
     return Job(

@@ -123,7 +123,7 @@ def test_json_round_trip(ankle: DomainSpec) -> None:
         (lambda d: d.update(extra=1), "unknown key 'extra'"),
         (lambda d: d.pop("num_cases"), "misses key 'num_cases'"),
         (lambda d: d.update(num_cases="3"), "num_cases must be an integer"),
-        (lambda d: d.update(format=9), "format must be 1"),
+        (lambda d: d.update(format=9), "format must be 2"),
         (lambda d: d["labels"][1].update(min_extent_fraction=2.0), "labels[1].min_extent_fraction"),
         (lambda d: d.update(spacing_median=[1, 2]), "spacing_median must hold 3 numbers"),
     ],

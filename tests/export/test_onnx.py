@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import parse_descriptor
 from pedseg.errors import (
     ConfigError,
@@ -30,6 +32,7 @@ from pedseg.export.onnx import (
     load_onnx_model,
     read_onnx_metadata,
 )
+from pedseg.inference.predictor import open_predictor
 from pedseg.models.build import ModelConfig, build_model
 from pedseg.models.dsbn import DomainBatchNorm2d
 from pedseg.models.segmenter import DomainSegmenter
@@ -128,6 +131,7 @@ def test_metadata_round_trip(exported: tuple[LoadedRun, list[ExportReport]]) -> 
     assert json.loads(meta["postprocess"]) == spec.postprocess.to_dict()
     components = {k: tuple(v) for k, v in json.loads(meta["components"]).items()}
     assert components == run.domain("ankle").components and set(components) == set(spec.label_names)
+    assert json.loads(meta["label_chain"]) is None  # the phantom bones are no series
     raw = json.loads(meta["descriptor"])
     raw["labels"] = {int(k): v for k, v in raw["labels"].items()}
     rebuilt = parse_descriptor(raw, source="metadata")
@@ -286,3 +290,15 @@ def test_a_flipped_byte_in_an_export_is_refused(
     damaged.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="ankle.onnx: content SHA-256 .* does not match"):
         load_onnx_model(damaged)
+
+
+def test_the_label_chain_travels_with_the_export(tiny_run: Path, tmp_path: Path) -> None:
+    run = load_run(tiny_run)
+    chain = LabelChain(("tibia", "talus", "calcaneus"), 2, 9.0, 6.0, 400.0, 100.0, "test")
+    domain = replace(run.domain("ankle"), label_chain=chain)
+    with single_thread():
+        export_domain(domain, tmp_path / "ankle.onnx")
+    predictor = open_predictor(tmp_path / "ankle.onnx", domain="ankle")
+    assert predictor.info.label_chain == chain
+    rule = predictor.info.chain_rule()
+    assert rule is not None and rule.ids == (3, 2, 1)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pedseg.data.label_chain import LabelChain
 from pedseg.errors import ModelError
+from pedseg.inference.predictor import open_predictor
 from pedseg.runfolder import RunLayout
 from pedseg.runfolder.card import CARD_FORMAT, ModelCard, read_card, write_card
 from pedseg.runfolder.loading import load_run
@@ -103,3 +105,32 @@ def test_training_records_the_post_processing_of_its_labels(tiny_run: Path, tmp_
     RunLayout(bad).card.write_text(json.dumps(raw))
     with pytest.raises(ModelError, match="keep_largest must be an integer >= 0"):
         read_card(bad)
+
+
+def test_a_label_chain_is_recorded_loaded_and_refused_when_wrong(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    assert read_card(tiny_run).label_chains == {}  # no series among the phantom bones
+    run = copy_run(tiny_run, tmp_path / "run")
+    chain = LabelChain(("tibia", "talus", "calcaneus"), 2, 9.0, 6.0, 400.0, 100.0, "test")
+    raw = _raw(run)
+    raw["label_chains"] = {"ankle": chain.to_dict()}
+    RunLayout(run).card.write_text(json.dumps(raw))
+    card = read_card(run)
+    assert card.label_chains == {"ankle": chain}
+    assert card.to_json()["label_chains"] == {"ankle": chain.to_dict()}
+    loaded = load_run(run)
+    assert loaded.domain("ankle").label_chain == chain
+    assert loaded.domain("shoulder").label_chain is None
+    predictor = open_predictor(run, domain="ankle", backend="torch", device="cpu")
+    rule = predictor.info.chain_rule()
+    assert rule is not None and rule.ids == (3, 2, 1) and rule.axis == 2
+    for change, message in [
+        ({"shoulder": {**chain.to_dict()}}, "'tibia' is not a label of the domain"),
+        ({"knee": chain.to_dict()}, "label_chains.knee: not a domain of this model"),
+        ({"ankle": {**chain.to_dict(), "gap_mm": -1}}, "gap_mm"),
+    ]:
+        RunLayout(run).card.write_text(json.dumps({**raw, "label_chains": change}))
+        with pytest.raises(ModelError, match=message) as info:
+            read_card(run)
+        assert "\n" not in str(info.value) and str(RunLayout(run).card) in str(info.value)

@@ -1,0 +1,104 @@
+"""Renumbering a label chain (vertebrae) by order: miscounted, merged and split members."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pedseg.domains.spec import PostprocessSpec
+from pedseg.inference.chain import ChainRule, order_chain
+from pedseg.inference.postprocess import postprocess
+
+GAP = 12  # voxels between vertebral bodies' centres (spacing 2 mm: 24 mm)
+HEIGHT = 8  # a body's height along axis 0, voxels
+RULE = ChainRule(
+    ids=(1, 2, 3, 4, 5),
+    axis=0,
+    gap_mm=2.0 * GAP,
+    extent_mm=2.0 * HEIGHT,
+    volume_mm3=8.0 * HEIGHT * 10 * 10,
+    min_unit_mm3=0.25 * 8.0 * HEIGHT * 10 * 10,
+)
+SPACING = (2.0, 2.0, 2.0)
+
+
+def _spine(values: list[int], *, first: int = 6) -> np.ndarray:
+    """Bodies of ``HEIGHT`` x 10 x 10 voxels, ``GAP`` apart along axis 0, labelled ``values``."""
+    out = np.zeros((first + GAP * len(values) + 4, 24, 16), dtype=np.uint8)
+    for k, value in enumerate(values):
+        top = first + k * GAP
+        out[top : top + HEIGHT, 6:16, 3:13] = value
+    return out
+
+
+def test_a_series_counted_one_too_high_is_renumbered() -> None:
+    """T12 called L1, L1 called L2, L2 and L3 both L3 (what the 2D network does on real data)."""
+    predicted = _spine([1, 2, 3, 3, 4, 5])  # T12, L1, L2, L3, L4, L5 in the field of view
+    expected = _spine([0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(order_chain(predicted, RULE, spacing=SPACING), expected)
+
+
+def test_a_correct_series_is_left_as_it_is() -> None:
+    labels = _spine([1, 2, 3, 4, 5])
+    out = order_chain(labels, RULE, spacing=SPACING)
+    np.testing.assert_array_equal(out, labels)
+    assert out is not labels and out.dtype == labels.dtype
+
+
+def test_a_partial_field_of_view_keeps_the_members_it_shows() -> None:
+    labels = _spine([3, 4, 5])  # only L3..L5 in view
+    np.testing.assert_array_equal(order_chain(labels, RULE, spacing=SPACING), labels)
+
+
+def test_a_missed_member_leaves_a_gap_instead_of_shifting_the_rest() -> None:
+    labels = _spine([1, 2, 3, 4, 5])
+    labels[6 + 2 * GAP : 6 + 2 * GAP + HEIGHT] = 0  # L3 not segmented at all
+    wrong = labels.copy()
+    wrong[wrong == 4] = 3  # and L4 called L3
+    np.testing.assert_array_equal(order_chain(wrong, RULE, spacing=SPACING), labels)
+
+
+def test_two_members_merged_under_one_label_are_cut_at_the_disc() -> None:
+    predicted = _spine([1, 2, 3, 4, 5])
+    disc = slice(6 + GAP + HEIGHT, 6 + 2 * GAP)
+    predicted[disc, 9:13, 6:10] = 2  # a bridge through the disc: L2 and L3 one component
+    predicted[predicted == 3] = 2
+    out = order_chain(predicted, RULE, spacing=SPACING)
+    expected = _spine([1, 2, 3, 4, 5])
+    body = expected > 0
+    np.testing.assert_array_equal(out[body], expected[body])  # every body right
+    assert set(np.unique(out[disc])) <= {0, 2, 3}
+
+
+def test_left_and_right_halves_of_one_body_get_one_label() -> None:
+    predicted = _spine([1, 2, 3, 4, 5])
+    top = 6 + 2 * GAP
+    predicted[top : top + HEIGHT, 6:16, 3:8] = 2  # half of L3 called L2
+    predicted[6 + GAP : 6 + GAP + HEIGHT, 6:16, 3:8] = 1  # half of L2 called L1
+    np.testing.assert_array_equal(
+        order_chain(predicted, RULE, spacing=SPACING), _spine([1, 2, 3, 4, 5])
+    )
+
+
+def test_small_components_and_other_labels_are_not_touched() -> None:
+    labels = _spine([2, 3, 4, 5, 0], first=6)
+    labels[1:3, 1:3, 1:3] = 5  # a speck far above: below min_unit, left for the component rules
+    labels[0, 20:24, 0:4] = 9  # not a chain label
+    out = order_chain(labels, RULE, spacing=SPACING)
+    assert out[1, 1, 1] == 5 and out[0, 21, 1] == 9
+    body = labels.copy()
+    body[1:3, 1:3, 1:3] = 0
+    body[0, 20:24, 0:4] = 0
+    # four bodies called L2..L5 in a field of view that can hold L1..L4 or L2..L5: kept as they are
+    np.testing.assert_array_equal(out[body > 0], labels[body > 0])
+
+
+@pytest.mark.parametrize("value", [1, 4])
+def test_postprocess_renumbers_before_its_component_rules(value: int) -> None:
+    predicted = _spine([1, 2, 3, 3, 4, 5])
+    predicted[1, 1, 1] = value  # a stray voxel, dropped by the largest-component step
+    spec = PostprocessSpec(largest_component=True, closing=False)
+    out = postprocess(predicted, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5], chain=RULE)
+    np.testing.assert_array_equal(out, _spine([0, 1, 2, 3, 4, 5]))
+    without = postprocess(predicted, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5])
+    assert not np.array_equal(without, out)
