@@ -282,13 +282,21 @@ def _make_job(
         forward = torch.compile(forward)  # type: ignore[assignment]
 
     def make_card(progress: RunState) -> ModelCard:
+        training = config.to_dict(include_val_cases=False)
+        if progress.fitted_epochs is not None and progress.fitted_epochs != config.epochs:
+            # a budget refitted the run: the card says what ran, and what was planned
+            training = {
+                **training,
+                "epochs": progress.fitted_epochs,
+                "planned_epochs": config.epochs,
+            }
         return ModelCard.for_model(
             scheme=config.scheme,
             specs=specs,
             model=model_config,
             mappings=[d.mapping for d in domains],
             image_size=image_size,
-            training=config.to_dict(include_val_cases=False),
+            training=training,
             best_epoch=progress.best_epoch,
             best_metric=progress.best_metric,
             postprocess=rules.components,

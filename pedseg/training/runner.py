@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from pedseg.data.augment import AugmentConfig
 from pedseg.data.sampler import BalancedSampler
 from pedseg.errors import TrainingError
-from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.card import ModelCard, read_card, write_card
 from pedseg.runfolder.checkpoint import save_checkpoint
 from pedseg.runfolder.layout import RunLayout
 from pedseg.runfolder.metrics import plot_curves, write_metrics_csv
@@ -165,9 +165,21 @@ def run_epochs(job: Job) -> None:
         while job.run.epoch < job.epochs:
             _run_epoch(job, job.run.epoch + 1)
             _fit_to_budget(job)
+        _record_fitted_epochs(job)
     finally:
         if job.info.is_main and job.run.history:
             plot_curves(job.layout.curves, job.run.history)
+
+
+def _record_fitted_epochs(job: Job) -> None:
+    """The card of the best weights was written when they were saved; a budget may have refitted
+    the run's epochs since: rewrite its training entry with the epochs that ran (rank 0)."""
+    if not job.info.is_main or job.run.fitted_epochs is None or not job.layout.card.is_file():
+        return
+    card = read_card(job.layout)
+    training = job.make_card(job.run).training
+    if dict(card.training) != dict(training):
+        write_card(job.layout, replace(card, training=training))
 
 
 def _fit_to_budget(job: Job) -> None:

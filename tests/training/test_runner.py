@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pedseg.domains.spec import DomainSpec
+from pedseg.runfolder.card import read_card
 from pedseg.training.config import TrainConfig
 from pedseg.training.events import TrainEvent
 from pedseg.training.loop import train
@@ -89,6 +90,8 @@ def test_a_budget_fits_the_epochs_and_the_schedule_completes(
     assert float(last["lr"]) == pytest.approx(schedule_of(config).lr_at(total - 1, total))
     ends = [e for e in events if e.kind == "epoch_end"]
     assert ends[-1].epochs == expected and len(ends) == expected  # the display follows the fit
+    card = read_card(tmp_path / "run")  # the card says what ran, and what was planned
+    assert card.training["epochs"] == expected and card.training["planned_epochs"] == 20
 
 
 def test_a_resumed_budget_run_keeps_its_fitted_epochs(
