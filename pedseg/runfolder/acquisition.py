@@ -6,7 +6,9 @@ Stored per domain with the embedding profiles (``RUN/domains.safetensors`` metad
 * geometry in canonical RAS+ orientation: per axis the range of voxel spacing (mm), extent
   (field of view, mm) and matrix size over the cases;
 * intensities: the mean histogram of the domain-normalised voxels (:data:`HIST_BINS` bins over
-  :data:`HIST_RANGE`) and the largest Jensen-Shannon divergence of a training case to it;
+  :data:`HIST_RANGE`) and the spread: the largest Jensen-Shannon divergence of a training case to
+  the mean of the *other* cases (leave-one-out: a case's distance to a mean it is part of
+  underestimates how far a new scan of the same kind falls, by about ``(1 - 1/n)^2``);
 * labels: per label the range of its volume (mL) over the cases, and the range of the total
   foreground volume.
 
@@ -153,8 +155,11 @@ class AcquisitionSummary:
         """The summary of the cases added (``None`` when there were none)."""
         if not self._histograms:
             return None
-        mean = np.mean(self._histograms, axis=0)
-        spread = max(js_divergence(h, mean) for h in self._histograms)
+        stack = np.asarray(self._histograms, dtype=np.float64)
+        mean = stack.mean(axis=0)
+        count = stack.shape[0]
+        others = [(stack.sum(axis=0) - h) / (count - 1) for h in stack] if count > 1 else [mean]
+        spread = max(js_divergence(h, rest) for h, rest in zip(stack, others, strict=True))
         return AcquisitionProfile(
             n_cases=len(self._histograms),
             spacing_mm=_ranges(self._spacing),

@@ -185,3 +185,17 @@ def test_a_missing_label_is_flagged_though_the_total_volume_looks_right(
     assert f"{name} 0.0 mL" in verdict.reasons[0]
     assert verdict.checks["label_ml"][name] == 0.0
     assert "foreground_ml" in verdict.checks
+
+
+def test_the_histogram_spread_is_leave_one_out(
+    check: OodCheck, scans: tuple[list[Path], list[Path]], ankle: DomainSpec
+) -> None:
+    """Each training case against the mean of the others: how far a new scan of the kind falls."""
+    histograms = [intensity_histogram(read_volume(image), ankle) for image in scans[0]]
+    total = np.sum(histograms, axis=0)
+    expected = max(js_divergence(h, (total - h) / (len(histograms) - 1)) for h in histograms)
+    naive = max(js_divergence(h, total / len(histograms)) for h in histograms)
+    acquisition = check.profiles["ankle"].acquisition
+    assert acquisition is not None
+    assert acquisition.histogram_spread == pytest.approx(expected, rel=1e-9)
+    assert acquisition.histogram_spread > naive  # a case's own mean is nearer to it
