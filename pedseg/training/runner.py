@@ -65,6 +65,10 @@ Route = Callable[[Sequence[tuple[int, int]]], list[tuple[int, int]]]
 BUDGET_RESERVE = 0.03
 #: A refit that changes the epochs by less than this share is not made.
 REFIT_TOLERANCE = 0.05
+LATE_PACE_EPOCHS = 2
+LATE_SLACK = 0.05
+"""From the second half, the horizon shrinks only for a projected overrun beyond this fraction."""
+"""From the second half of a budgeted run, the pace is that of this many last epochs."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class Budget:
     and checkpoints, the first epoch left out once there are others: it pays for warm-up),
     keeping :data:`BUDGET_RESERVE` of the budget for the end of the run; a change of less than
     :data:`REFIT_TOLERANCE` is ignored. The learning-rate schedule spans the fitted epochs, so it
-    completes on time; from the second half on the horizon stays where it is.
+    completes on time. From the second half on the horizon only shrinks, when at the pace of the last
+    :data:`LATE_PACE_EPOCHS` epochs the run would end more than :data:`LATE_SLACK` after the
+    budget (another job took the cores): the decay then steps down to the shorter schedule instead of the run ending late.
     """
 
     seconds: float
@@ -85,6 +91,12 @@ class Budget:
 
     def remaining(self) -> float:
         return self.seconds * (1.0 - BUDGET_RESERVE) - (self.clock() - self.started)
+
+    def overruns(self, epoch_seconds: float, epochs_left: int) -> bool:
+        """Whether ``epochs_left`` more epochs of ``epoch_seconds`` end more than
+        :data:`LATE_SLACK` after the whole budget."""
+        elapsed = self.clock() - self.started
+        return elapsed + epochs_left * epoch_seconds > self.seconds * (1.0 + LATE_SLACK)
 
     def fit(self, epoch_seconds: float, *, done: int) -> int:
         """The run's epochs after ``done`` epochs that took ``epoch_seconds`` each."""
@@ -183,18 +195,29 @@ def _record_fitted_epochs(job: Job) -> None:
 
 
 def _fit_to_budget(job: Job) -> None:
-    """Fit the run's epochs to its budget during the first half of the run (see
-    :class:`Budget`; rank 0 decides, every rank follows)."""
+    """Fit the run's epochs to its budget (see :class:`Budget`; rank 0 decides, every rank
+    follows): during the first half both ways at the mean pace, from then on only shorter, at the
+    pace of the last epochs, when the run would overrun (the machine got slower)."""
     run = job.run
-    if job.budget is None or (run.epoch > job.epochs / 2 and run.fitted_epochs is not None):
+    if job.budget is None:
         return
+    late = run.epoch > job.epochs / 2 and run.fitted_epochs is not None
     fitted = 0
     if job.info.is_main and run.history:
         times = [float(row["seconds"]) for row in run.history]
-        pace = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+        if late:
+            recent = times[-LATE_PACE_EPOCHS:]
+            pace = sum(recent) / len(recent)
+        else:
+            pace = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
         fitted = job.budget.fit(pace, done=run.epoch)
         current = run.fitted_epochs
-        if current is not None and abs(fitted - current) <= REFIT_TOLERANCE * current:
+        keep = late and current is not None and not job.budget.overruns(pace, current - run.epoch)
+        if current is not None and (
+            keep
+            or abs(fitted - current) <= REFIT_TOLERANCE * current
+            or (late and fitted > current)
+        ):
             fitted = current
         if fitted != current:
             logger.info(

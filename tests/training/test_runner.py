@@ -133,3 +133,48 @@ def test_a_resumed_budget_run_keeps_its_fitted_epochs(
     assert again.epochs == fitted  # the horizon recorded at the interruption is kept
     for ours, theirs in zip(again.history[:2], whole.history[:2], strict=True):
         assert (ours["lr"], ours["loss_total"]) == (theirs["lr"], theirs["loss_total"])
+
+
+class SlowingTicks(Ticks):
+    """A fake clock that gets four times slower after ``after`` readings (a job took the cores)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.readings = after, 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        self.now += 1.0 if self.readings <= self.after else 4.0
+        return self.now
+
+
+def test_a_budget_run_that_slows_down_late_still_ends_on_time(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = tiny_config(epochs=20, schedule="cosine", min_lr_ratio=0.01)
+    steady = Ticks()
+    train(
+        config,
+        specs,
+        out=tmp_path / "steady",
+        cache_root=cache_root,
+        budget=Budget(seconds=200.0, started=0.0, clock=steady),
+        clock=steady,
+    )
+    clock = SlowingTicks(after=int(steady.now * 0.6))  # slows down in the second half
+    result = train(
+        config,
+        specs,
+        out=tmp_path / "run",
+        cache_root=cache_root,
+        budget=Budget(seconds=200.0, started=0.0, clock=clock),
+        clock=clock,
+    )
+    assert clock.now <= 200.0 * 1.1  # without the late refit: 2.55x the budget
+    last = result.history[-1]
+    total = result.epochs * 3
+    assert int(last["step"]) == total  # the (shortened) schedule completed
+    assert float(last["lr"]) == pytest.approx(schedule_of(config).lr_at(total - 1, total))
