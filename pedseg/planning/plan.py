@@ -289,7 +289,14 @@ def make_plan(
         step_seconds=choice.step_s,
         expected_seconds=expected,
         postprocess=choose_postprocess(fingerprints),
-        reasons=tuple(reasons),
+        reasons=(
+            *reasons,
+            *(
+                (f"label chain of {fp.domain}", fp.label_chain.reason)
+                for fp in fingerprints
+                if fp.label_chain is not None
+            ),
+        ),
     )
 
 

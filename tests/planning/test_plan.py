@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pedseg.data.fingerprint import Fingerprint, LabelFingerprint, choose_postprocess
+from pedseg.data.label_chain import LabelChain
 from pedseg.errors import ConfigError, OutputExistsError, PlanError
 from pedseg.planning import choices
 from pedseg.planning.choices import PlanOptions, costs_of
@@ -304,3 +306,14 @@ def test_plan_is_frozen() -> None:
     with pytest.raises(AttributeError):
         plan.epochs = 3  # type: ignore[misc]
     assert isinstance(plan, Plan)
+
+
+def test_the_plan_says_which_labels_are_renumbered_as_a_chain() -> None:
+    chain = LabelChain(
+        ("L1", "L2", "L3", "L4", "L5"), 0, 36.0, 34.0, 38_000.0, 6_000.0, "L1-L5 ..."
+    )
+    spine = replace(SPINE, label_chain=chain)
+    plan = make_plan([PELVIS, spine], budget_s=HOUR, device="cuda", timer=FAST_GPU)
+    reasons = dict(plan.reasons)
+    assert reasons["label chain of spine"] == "L1-L5 ..." and "label chain of pelvis" not in reasons
+    assert Plan.from_dict(plan.to_dict()).reasons == plan.reasons
