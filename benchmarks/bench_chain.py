@@ -2,12 +2,14 @@
 
 Every fold's trained run of a ``pedseg crossval`` folder predicts that fold's test cases (cases
 that played no part in its training or model selection) once; the network's label map is then
-post-processed twice, with the run's component rules alone and with the label chain found in that
-fold's training labels first (what ``pedseg train`` records in the run card since the chain
-landed; runs trained before it are given the chain here, from the same training cases). Both are
-scored against the reference. Prints per domain and per label the mean Dice each way, the paired
-per-label difference (mean, sd, wins/losses) and how many case-labels have MSSD above 30 mm, and
-appends a Markdown section to ``benchmarks/results/chain.md`` with ``--record``.
+post-processed three ways: with the run's component rules alone (*none*), and with the label chain
+found in that fold's training labels first, numbered by the offset that agrees with most of the
+network's voxels (*votes*) or from the descriptor's ``postprocess.chain_anchor`` (*anchored*, what
+``pedseg predict`` does now). Runs trained before label chains landed are given the chain here, from
+the same training cases, as ``pedseg train`` now records it. Prints per domain and per label the
+mean Dice of each variant, the paired per-label difference anchored - none (mean, sd,
+wins/losses) and how many case-labels have MSSD above 30 mm, and appends a Markdown section to
+``benchmarks/results/chain.md`` with ``--record``.
 
     python benchmarks/bench_chain.py STUDY --data pelvis=../shared/data/pelvis \\
         --data spine=../shared/data/spine [--method dsl-contrastive-unet] [--fold K ...] [--record]
@@ -31,14 +33,15 @@ import numpy as np
 from pedseg.data.dataset import list_cases
 from pedseg.data.fingerprint import compute_fingerprint
 from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+from pedseg.domains.spec import DomainSpec
 from pedseg.evaluation.evaluate import evaluate_labels
+from pedseg.inference.chain import ChainRule
 from pedseg.inference.postprocess import postprocess
 from pedseg.inference.predictor import open_predictor
 from pedseg.io import read_label, read_volume
 
-Row = tuple[
-    str, str, str, float, float, float, float
-]  # fold, case, label, dice off/on, mssd off/on
+VARIANTS = ("none", "votes", "anchored")
+Row = tuple[str, str, str, dict[str, float], dict[str, float]]  # fold, case, label, dice, mssd
 
 
 def main() -> int:
@@ -54,32 +57,32 @@ def main() -> int:
     specs = DomainRegistry().resolve(folds["domains"], data=parse_data_overrides(args.data))
     rows: dict[str, list[Row]] = {}
     chains: dict[str, list[str]] = {}
-    seconds = {False: 0.0, True: 0.0}
+    seconds = dict.fromkeys(VARIANTS, 0.0)
     for fold, parts in sorted(folds["folds"].items(), key=lambda kv: int(kv[0])):
+        run = args.study / args.method / f"fold-{fold}" / "run"
         if args.fold and fold not in args.fold:
             continue
-        run = args.study / args.method / f"fold-{fold}" / "run"
         if not run.is_dir():
             print(f"fold {fold}: no run at {run}; skipped", file=sys.stderr)
             continue
         for spec in specs:
             training = spec.with_data_root(args.study / "folds" / f"fold-{fold}" / spec.name)
             chain = compute_fingerprint(training).label_chain
-            chains.setdefault(spec.name, []).append(
-                f"fold {fold}: " + ("none" if chain is None else chain.reason)
-            )
-            cases = {c.case_id: c for c in list_cases(spec)}
+            found = "none" if chain is None else chain.reason
+            chains.setdefault(spec.name, []).append(f"fold {fold}: {found}")
             predictor = open_predictor(
                 run, spec.name, backend="torch", device="cpu", postprocess=False
             )
-            info = predictor.info if chain is None else replace(predictor.info, label_chain=chain)
+            info = replace(predictor.info, label_chain=chain)
+            rules = _variants(info.chain_rule(), spec)
+            cases = {c.case_id: c for c in list_cases(spec)}
             for case_id in parts[spec.name]["test"]:
                 case = cases[case_id]
                 volume = read_volume(case.image)
                 reference = read_label(case.label or case.image, allowed=(0, *spec.label_ids))
                 raw = predictor.predict(volume).labels
                 scored = {}
-                for use_chain in (False, True):
+                for variant, rule in rules.items():
                     t0 = time.perf_counter()
                     labels = postprocess(
                         raw,
@@ -87,17 +90,15 @@ def main() -> int:
                         spacing=volume.spacing,
                         label_ids=spec.label_ids,
                         components=info.component_rules(),
-                        chain=info.chain_rule() if use_chain else None,
+                        chain=rule,
                     )
-                    seconds[use_chain] += time.perf_counter() - t0
-                    scored[use_chain] = evaluate_labels(
-                        case_id, labels, reference, spec=spec
-                    ).metrics
-                for off, on in zip(scored[False], scored[True], strict=True):
-                    name = dict(spec.labels)[off.label]
-                    rows.setdefault(spec.name, []).append(
-                        (fold, case_id, name, off.dice, on.dice, off.mssd, on.mssd)
-                    )
+                    seconds[variant] += time.perf_counter() - t0
+                    scored[variant] = evaluate_labels(case_id, labels, reference, spec=spec)
+                for k, metric in enumerate(scored["none"].metrics):
+                    dice = {v: scored[v].metrics[k].dice for v in VARIANTS}
+                    mssd = {v: scored[v].metrics[k].mssd for v in VARIANTS}
+                    name = dict(spec.labels)[metric.label]
+                    rows.setdefault(spec.name, []).append((fold, case_id, name, dice, mssd))
     text = _report(args, rows, chains, seconds, time.monotonic() - started)
     print(text)
     if args.record:
@@ -110,11 +111,22 @@ def main() -> int:
     return 0
 
 
+def _variants(rule: ChainRule | None, spec: DomainSpec) -> dict[str, ChainRule | None]:
+    """The chain rule of each variant (the anchor from ``spec``, the descriptor as it is now)."""
+    ids = {name: label_id for label_id, name in spec.labels}
+    anchor = ids.get(spec.postprocess.chain_anchor or "")
+    return {
+        "none": None,
+        "votes": None if rule is None else rule._replace(anchor=None),
+        "anchored": None if rule is None else rule._replace(anchor=anchor),
+    }
+
+
 def _report(
     args: argparse.Namespace,
     rows: dict[str, list[Row]],
     chains: dict[str, list[str]],
-    seconds: dict[bool, float],
+    seconds: dict[str, float],
     wall: float,
 ) -> str:
     lines = [
@@ -122,46 +134,41 @@ def _report(
         "",
         f"`python benchmarks/bench_chain.py {args.study} --method {args.method}` on "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f}; wall {wall:.0f} s; post-processing time with the chain / "
-        f"without: {seconds[True] / max(seconds[False], 1e-9):.2f}x "
-        f"({seconds[True]:.1f} s / {seconds[False]:.1f} s over all cases)",
+        f"{os.getloadavg()[0]:.1f}; wall {wall:.0f} s; post-processing seconds over all cases: "
+        + ", ".join(f"{v} {seconds[v]:.1f}" for v in VARIANTS),
         "",
         "Chains found in each fold's training labels:",
         "",
     ]
-    for domain, found in chains.items():
-        lines += [f"- {domain}: " + "; ".join(found)]
+    lines += [f"- {domain}: " + "; ".join(found) for domain, found in chains.items()]
     lines += [
         "",
-        "| domain | label | case-labels | mean Dice without | mean Dice with chain | "
-        "paired diff (mean ± sd) | better / worse | MSSD > 30 mm without / with |",
-        "|---|---|---|---|---|---|---|---|",
+        "| domain | label | case-labels | mean Dice none | votes | anchored | "
+        "anchored - none (mean ± sd) | better / worse | MSSD > 30 mm none / votes / anchored |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, items in rows.items():
-        names = list(dict.fromkeys(r[2] for r in items))
-        for name in [*names, "all"]:
+        for name in [*dict.fromkeys(r[2] for r in items), "all"]:
             part = [r for r in items if name in ("all", r[2])]
-            diffs = [on - off for _, _, _, off, on, _, _ in part]
+            diffs = [r[3]["anchored"] - r[3]["none"] for r in part]
             sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-            far = (sum(r[5] > 30 for r in part), sum(r[6] > 30 for r in part))
+            means = " | ".join(f"{np.mean([r[3][v] for r in part]):.3f}" for v in VARIANTS)
+            far = " / ".join(str(sum(r[4][v] > 30 for r in part)) for v in VARIANTS)
+            shown = "**all**" if name == "all" else name
             lines.append(
-                f"| {domain} | {'**all**' if name == 'all' else name} | {len(part)} | "
-                f"{np.mean([r[3] for r in part]):.3f} | {np.mean([r[4] for r in part]):.3f} | "
-                f"{np.mean(diffs):+.3f} ± {sd:.3f} | {sum(d > 1e-4 for d in diffs)} / "
-                f"{sum(d < -1e-4 for d in diffs)} | {far[0]} / {far[1]} |"
+                f"| {domain} | {shown} | {len(part)} | {means} | {np.mean(diffs):+.3f} ± {sd:.3f} | "
+                f"{sum(d > 1e-4 for d in diffs)} / {sum(d < -1e-4 for d in diffs)} | {far} |"
             )
     folds = sorted({r[0] for items in rows.values() for r in items}, key=int)
-    lines += ["", "Per fold, mean Dice without → with the chain:", ""]
+    lines += ["", "Per fold, mean Dice over case-labels, none / votes / anchored:", ""]
     for domain, items in rows.items():
         parts = []
         for fold in folds:
             part = [r for r in items if r[0] == fold]
             if part:
-                parts.append(
-                    f"fold {fold} {np.mean([r[3] for r in part]):.3f} → "
-                    f"{np.mean([r[4] for r in part]):.3f}"
-                )
-        lines.append(f"- {domain}: " + ", ".join(parts))
+                means = " / ".join(f"{np.mean([r[3][v] for r in part]):.3f}" for v in VARIANTS)
+                parts.append(f"fold {fold}: {means}")
+        lines.append(f"- {domain}: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,7 @@ _TOP_KEYS = {
     "augment": "optional",
 }
 _DATA_KEYS = {"root", "images", "labels"}
-_POST_KEYS = {"largest_component", "closing", "closing_radius", "closing_unit"}
+_POST_KEYS = {"largest_component", "closing", "closing_radius", "closing_unit", "chain_anchor"}
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,29 @@ class PostprocessSpec:
     Keep the largest 26-connected component, then a morphological closing with a spherical element of
     ``closing_radius`` (in voxels, or in mm for anisotropic data). The paper's "5x5x5 spherical kernel"
     is radius 2 voxels.
+
+    ``chain_anchor`` names the member of a label chain (serial
+    labels such as vertebrae, found in the training labels: :mod:`pedseg.data.label_chain`) that
+    the renumbering starts from, the one a network names reliably (L5, above the sacrum); ``None``:
+    the numbering that agrees with most of the network's voxels.
     """
 
     largest_component: bool = True
     closing: bool = True
     closing_radius: float = 2.0
     closing_unit: Literal["voxel", "mm"] = "voxel"
+    chain_anchor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "largest_component": self.largest_component,
             "closing": self.closing,
             "closing_radius": self.closing_radius,
             "closing_unit": self.closing_unit,
         }
+        if self.chain_anchor is not None:  # absent: the hashes of descriptors without it hold
+            out["chain_anchor"] = self.chain_anchor
+        return out
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,9 @@ def parse_descriptor(
     slice_axis = _parse_slice_axis(raw.get("slice_axis", "auto"), problems)
     image_size = _parse_image_size(raw.get("image_size", [256, 256]), problems)
     postprocess = _parse_postprocess(raw.get("postprocess", {}), problems)
+    anchor = postprocess.chain_anchor
+    if anchor is not None and anchor not in [n for _, n in labels]:
+        problems.append(("postprocess.chain_anchor", f"must be one of the labels, got {anchor!r}"))
     data = _parse_data(raw.get("data"), base_dir, problems)
     outputs = parse_outputs_section(raw.get("outputs"), [n for _, n in labels], problems)
     flip = _parse_augment(raw.get("augment", {}), problems)
@@ -385,11 +397,16 @@ def _parse_postprocess(value: Any, problems: list[tuple[str, str]]) -> Postproce
     if unit not in ("voxel", "mm"):
         problems.append(("postprocess.closing_unit", f"must be 'voxel' or 'mm', got {unit!r}"))
         unit = default.closing_unit
+    anchor = value.get("chain_anchor")
+    if anchor is not None and not isinstance(anchor, str):
+        problems.append(("postprocess.chain_anchor", f"must be a label name, got {anchor!r}"))
+        anchor = None
     return PostprocessSpec(
         largest_component=flags["largest_component"],
         closing=flags["closing"],
         closing_radius=float(radius),
         closing_unit=unit,
+        chain_anchor=anchor,
     )
 
 

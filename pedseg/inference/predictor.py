@@ -82,6 +82,7 @@ class ModelInfo:
             extent_mm=chain.extent_mm,
             volume_mm3=chain.volume_mm3,
             min_unit_mm3=chain.min_unit_mm3,
+            anchor=ids.get(self.spec.postprocess.chain_anchor or ""),
         )
 
     def component_rules(self) -> dict[int, ComponentRule]:

@@ -15,12 +15,13 @@ from pedseg.errors import DescriptorError
 
 # Content hashes of the built-in descriptors: ankle and shoulder as before the outputs section
 # existed; pelvis and spine since their ``augment: {flip: ...}`` (a different training task: the
-# paper's width flip turned the pelvis upside down). Runs keep their own copy of the descriptor.
+# paper's width flip turned the pelvis upside down); spine since its ``chain_anchor: L5`` (its
+# vertebrae are renumbered from L5). Runs keep their own copy of the descriptor.
 HASHES = {
     "ankle": "4dc39f4a3e45491528eae7c1ba536295bbe2f07b3e580b3359b4b8ebabe8830e",
     "shoulder": "808b3c0306957f103119ae49fe89eedd67de9b64bc59a1728d418d0a12e111e3",
     "pelvis": "182b74aba1c2bc9d3258bfd1b6df6112cd527a97cc416c05e31c7dcc5db91603",
-    "spine": "3acff7c530f73462a7420844c7cca126657c619c97fad79271eb84f1d8f75128",
+    "spine": "8bae1c02a464b703cae70dd9763b0f3ee7733f191a6f25cbd0b679d729c66dd5",
 }
 BASE = """\
 schema_version: 1

@@ -107,6 +107,12 @@ def test_round_trip_through_to_dict(tmp_path: Path) -> None:
         ),
         (GOOD + "postprocess: {closing_radius: -1}\n", "postprocess.closing_radius", "(0, 50]"),
         (GOOD + "postprocess: {closing: maybe}\n", "postprocess.closing", "true or false"),
+        (
+            GOOD + "postprocess: {chain_anchor: L5}\n",
+            "postprocess.chain_anchor",
+            "one of the labels",
+        ),
+        (GOOD + "postprocess: {chain_anchor: 5}\n", "postprocess.chain_anchor", "a label name"),
         ("- just\n- a list\n", "<root>", "must be a mapping"),
         ("name: [unclosed\n", "line", ""),
         ("!!python/object/apply:os.system ['true']\n", "line", "could not determine a constructor"),

@@ -93,6 +93,26 @@ def test_small_components_and_other_labels_are_not_touched() -> None:
     np.testing.assert_array_equal(out[body > 0], labels[body > 0])
 
 
+def test_an_anchor_numbers_from_the_member_the_network_names_reliably() -> None:
+    """T12 called L1 (confidently), L1 called L2, L2 and L3 called L3, and a small L5: the votes
+    number from the top and shift every body; anchored at L5 the numbering is right."""
+    predicted = _spine([1, 2, 3, 3, 4, 5])
+    bottom = 6 + 5 * GAP
+    predicted[bottom + HEIGHT // 2 : bottom + HEIGHT] = 0  # only half of L5 segmented
+    expected = _spine([0, 1, 2, 3, 4, 5])
+    expected[bottom + HEIGHT // 2 : bottom + HEIGHT] = 0
+    by_votes = order_chain(predicted, RULE, spacing=SPACING)
+    assert not np.array_equal(by_votes, expected)  # the top three agree with more voxels
+    anchored = order_chain(predicted, RULE._replace(anchor=5), spacing=SPACING)
+    np.testing.assert_array_equal(anchored, expected)
+    no_l5 = predicted.copy()
+    no_l5[no_l5 == 5] = 0  # no slot holds the anchor: back to the votes
+    np.testing.assert_array_equal(
+        order_chain(no_l5, RULE._replace(anchor=5), spacing=SPACING),
+        order_chain(no_l5, RULE, spacing=SPACING),
+    )
+
+
 @pytest.mark.parametrize("value", [1, 4])
 def test_postprocess_renumbers_before_its_component_rules(value: int) -> None:
     predicted = _spine([1, 2, 3, 3, 4, 5])
