@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from pedseg.data.fingerprint import compute_fingerprint
 from pedseg.domains.registry import DomainRegistry, parse_data_overrides
 from pedseg.domains.spec import DomainSpec
 from pedseg.evaluation.evaluate import evaluate_labels
+from pedseg.export.cpu import cpu_description
 from pedseg.inference.chain import ChainRule
 from pedseg.inference.postprocess import postprocess
 from pedseg.inference.predictor import open_predictor
@@ -133,7 +133,7 @@ def _report(
         f"### {args.study.name} / {args.method} ({dt.date.today().isoformat()})",
         "",
         f"`python benchmarks/bench_chain.py {args.study} --method {args.method}` on "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+        f"{cpu_description()}, load "
         f"{os.getloadavg()[0]:.1f}; wall {wall:.0f} s; post-processing seconds over all cases: "
         + ", ".join(f"{v} {seconds[v]:.1f}" for v in VARIANTS),
         "",
