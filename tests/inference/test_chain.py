@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from pedseg.domains.spec import PostprocessSpec
+from pedseg.data.label_chain import LabelChain
+from pedseg.domains.spec import DomainSpec, PostprocessSpec
+from pedseg.inference.backends import TorchBackend
 from pedseg.inference.chain import ChainRule, order_chain
 from pedseg.inference.postprocess import postprocess
+from pedseg.inference.predictor import ModelInfo, Predictor
+from pedseg.io import read_volume
 
 GAP = 12  # voxels between vertebral bodies' centres (spacing 2 mm: 24 mm)
 HEIGHT = 8  # a body's height along axis 0, voxels
@@ -122,3 +131,50 @@ def test_postprocess_renumbers_before_its_component_rules(value: int) -> None:
     np.testing.assert_array_equal(out, _spine([0, 1, 2, 3, 4, 5]))
     without = postprocess(predicted, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5])
     assert not np.array_equal(without, out)
+
+
+class LevelNet(torch.nn.Module):
+    """Class k where the (z-scored) intensity is nearest ``levels[k]``: the network's labels are
+    the intensities the test draws."""
+
+    def __init__(self, levels: np.ndarray) -> None:
+        super().__init__()
+        self.levels = torch.nn.Parameter(
+            torch.tensor(levels, dtype=torch.float32)[None, :, None, None]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(-((x - self.levels) ** 2) * 400.0, dim=1)
+
+
+def test_the_predictor_renumbers_with_its_models_chain_and_reports_it(tmp_path: Path) -> None:
+    values = _spine([1, 2, 3, 3, 4, 5]).astype(np.float64)  # what the "network" will call them
+    image = values * 10.0
+    mean, std = image.mean(), image.std()
+    levels = (np.arange(6) * 10.0 - mean) / std
+    labels = tuple((i, f"L{i}") for i in range(1, 6))
+    spec = DomainSpec(
+        name="toy",
+        labels=labels,
+        normalization="zscore",
+        image_size=(image.shape[0], image.shape[1]),
+        postprocess=PostprocessSpec(largest_component=False, closing=False, chain_anchor="L5"),
+        slice_axis=2,
+    )
+    chain = LabelChain(tuple(n for _, n in labels), 0, 2.0 * GAP, 2.0 * HEIGHT, 6400.0, 1600.0, "t")
+    info = ModelInfo(
+        spec=spec,
+        image_size=spec.image_size,
+        model_sha256="0" * 64,
+        scheme="test",
+        source=Path("toy"),
+        label_chain=chain,
+    )
+    backend = TorchBackend(LevelNet(levels).eval(), device="cpu", threads=1)
+    path = tmp_path / "spine.nii.gz"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), np.diag([*SPACING, 1.0])), path)
+    volume = read_volume(path)
+    out = Predictor(info, backend).predict(volume).labels
+    np.testing.assert_array_equal(out, _spine([0, 1, 2, 3, 4, 5]))
+    raw = Predictor(replace(info, label_chain=None), backend).predict(volume).labels
+    np.testing.assert_array_equal(raw, _spine([1, 2, 3, 3, 4, 5]))  # the network's own count
