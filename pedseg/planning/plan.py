@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pedseg.data.fingerprint import Fingerprint, LabelPostprocess, choose_postprocess
+from pedseg.data.fingerprint import Fingerprint
+from pedseg.data.postprocess_rules import LabelPostprocess, choose_postprocess
 from pedseg.errors import ConfigError, PlanError
 from pedseg.io.atomic import write_text_atomic
 from pedseg.io.strictjson import Reader, load_json_object

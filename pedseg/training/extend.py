@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pedseg import __version__
-from pedseg.data.fingerprint import TrainedPostprocess, trained_postprocess
+from pedseg.data.postprocess_rules import TrainedPostprocess, trained_postprocess
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pedseg.data.fingerprint import TrainedPostprocess, trained_postprocess
+from pedseg.data.postprocess_rules import TrainedPostprocess, trained_postprocess
 from pedseg.data.sampler import BalancedSampler
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ConfigError, TrainingError

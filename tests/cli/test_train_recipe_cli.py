@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pedseg.data.fingerprint import LabelPostprocess
+from pedseg.data.postprocess_rules import LabelPostprocess
 from pedseg.planning.plan import Plan, write_plan
 from pedseg.training.config import TrainConfig
 from pedseg.training.recipes import recipe_values

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from pedseg.data.fingerprint import Fingerprint, LabelFingerprint, choose_postprocess
+from pedseg.data.fingerprint import Fingerprint, LabelFingerprint
 from pedseg.data.label_chain import LabelChain
+from pedseg.data.postprocess_rules import choose_postprocess
 from pedseg.errors import ConfigError, OutputExistsError, PlanError
 from pedseg.planning import choices
 from pedseg.planning.choices import PlanOptions, costs_of
