@@ -22,8 +22,8 @@ count wrong (T12 called L1, L1 called L2, L2 and L3 both called L3). :func:`orde
    outside the chain (a vertebra above L1 in the field of view) become background.
 
 Every voxel of a unit gets its slot's label; voxels outside the units are not touched. On the
-3-fold real-data study this raises L1 and L2 from Dice 0 to about 0.85 on the scans where the
-network counted wrong and changes little where it counted right (benchmarks/results/chain.md).
+3-fold real-data study (24 held-out spine scans) spine Dice goes from 0.624 to 0.709 by votes and
+0.777 from the anchor L5, 34 label-cases better and 2 worse (benchmarks/results/chain.md).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["ChainRule", "order_chain"]
 
@@ -100,7 +101,10 @@ def _units(
     mask = labels == label_id
     if not mask.any():
         return []
-    components = cc3d.connected_components(mask, connectivity=26)
+    if min(mask.shape) > 1:
+        components = cc3d.connected_components(mask, connectivity=26)
+    else:  # cc3d 4.1 fails on arrays with a size-1 axis (see inference.postprocess)
+        components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     counts = np.bincount(components.ravel())
     found = []
     for component in np.flatnonzero(counts[1:] * voxel_mm3 >= rule.min_unit_mm3) + 1:

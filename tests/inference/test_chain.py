@@ -54,6 +54,14 @@ def test_a_correct_series_is_left_as_it_is() -> None:
     assert out is not labels and out.dtype == labels.dtype
 
 
+def test_a_single_slice_volume_is_handled() -> None:
+    labels = _spine([1, 2, 3, 3, 4, 5])[:, 10:11, :]  # a size-1 axis (cc3d refuses those)
+    thin = RULE._replace(volume_mm3=RULE.volume_mm3 / 10, min_unit_mm3=RULE.min_unit_mm3 / 10)
+    np.testing.assert_array_equal(
+        order_chain(labels, thin, spacing=SPACING), _spine([0, 1, 2, 3, 4, 5])[:, 10:11, :]
+    )
+
+
 def test_a_partial_field_of_view_keeps_the_members_it_shows() -> None:
     labels = _spine([3, 4, 5])  # only L3..L5 in view
     np.testing.assert_array_equal(order_chain(labels, RULE, spacing=SPACING), labels)
