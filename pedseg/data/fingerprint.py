@@ -5,7 +5,8 @@ any resizing; see :mod:`pedseg.data.case_facts` for what is measured per case), 
 depend on the image size. Per domain: the cases, slices per case, spacings, in-plane sizes,
 intensity percentiles (0.5, 50, 99.5) of the foreground and of the whole image; per label
 (:class:`LabelFingerprint`): voxel counts, bounding box, connected components and the smallest
-in-plane cross-section.
+in-plane cross-section; and whether its labels form a chain (serial anatomy such as vertebrae,
+:mod:`pedseg.data.label_chain`).
 
 Definitions:
 
@@ -193,7 +194,7 @@ class Fingerprint:
             label_chain=chain_from_optional(
                 r.value("label_chain"),
                 source=f"{r.source}: label_chain",
-                names=[n for n in (c.text("name") for c in r.children("labels"))],
+                names=[c.text("name") for c in r.children("labels")],
             ),
         )
 
