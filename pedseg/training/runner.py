@@ -65,10 +65,10 @@ Route = Callable[[Sequence[tuple[int, int]]], list[tuple[int, int]]]
 BUDGET_RESERVE = 0.03
 #: A refit that changes the epochs by less than this share is not made.
 REFIT_TOLERANCE = 0.05
+#: From the second half of a budgeted run, the pace is that of this many last epochs.
 LATE_PACE_EPOCHS = 2
+#: From the second half, the horizon shrinks only for a projected overrun beyond this fraction.
 LATE_SLACK = 0.05
-"""From the second half, the horizon shrinks only for a projected overrun beyond this fraction."""
-"""From the second half of a budgeted run, the pace is that of this many last epochs."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,10 @@ class Budget:
     and checkpoints, the first epoch left out once there are others: it pays for warm-up),
     keeping :data:`BUDGET_RESERVE` of the budget for the end of the run; a change of less than
     :data:`REFIT_TOLERANCE` is ignored. The learning-rate schedule spans the fitted epochs, so it
-    completes on time. From the second half on the horizon only shrinks, when at the pace of the last
-    :data:`LATE_PACE_EPOCHS` epochs the run would end more than :data:`LATE_SLACK` after the
-    budget (another job took the cores): the decay then steps down to the shorter schedule instead of the run ending late.
+    completes on time. From the second half on the horizon only shrinks, when at the pace of the
+    last :data:`LATE_PACE_EPOCHS` epochs the run would end more than :data:`LATE_SLACK` after the
+    budget (another job took the cores): the decay then steps down to the shorter schedule
+    instead of the run ending late.
     """
 
     seconds: float
