@@ -83,7 +83,7 @@ def order_chain(labels: np.ndarray, rule: ChainRule, *, spacing: Sequence[float]
     steps = [0]
     for before, after in itertools.pairwise(slots):
         steps.append(steps[-1] + max(1, round((after.position - before.position) / rule.gap_mm)))
-    offset = _anchored_offset(slots, steps, rule) if rule.anchor in rule.ids else None
+    offset = _anchored_offset(slots, steps, rule)
     if offset is None:
         offset = _best_offset(slots, steps, len(rule.ids))
     for slot, k in zip(slots, steps, strict=True):
@@ -159,10 +159,13 @@ def _slots(
 
 
 def _anchored_offset(slots: Sequence[_Slot], steps: Sequence[int], rule: ChainRule) -> int | None:
-    """The offset that numbers the anchor's strongest slot as the anchor (``None``: no slot)."""
-    member = rule.ids.index(rule.anchor) if rule.anchor is not None else -1
+    """The offset that numbers the anchor's strongest slot as the anchor (``None``: no anchor, or
+    no slot holds it)."""
+    if rule.anchor not in rule.ids:
+        return None
+    member = rule.ids.index(rule.anchor)
     votes = [int(slot.votes[member]) for slot in slots]
-    if member < 0 or max(votes) == 0:
+    if max(votes) == 0:
         return None
     strongest = votes.index(max(votes))
     return member - steps[strongest]

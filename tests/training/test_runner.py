@@ -12,7 +12,7 @@ import pytest
 from pedseg.domains.spec import DomainSpec
 from pedseg.runfolder.card import read_card
 from pedseg.training.config import TrainConfig
-from pedseg.training.events import TrainEvent
+from pedseg.training.events import TrainEvent, TrainResult
 from pedseg.training.loop import train
 from pedseg.training.runner import BUDGET_RESERVE, Budget
 from pedseg.training.schedule import schedule_of
@@ -155,24 +155,15 @@ def test_a_budget_run_that_slows_down_late_still_ends_on_time(
     tmp_path: Path,
 ) -> None:
     config = tiny_config(epochs=20, schedule="cosine", min_lr_ratio=0.01)
+
+    def within_200_ticks(out: Path, clock: Ticks) -> TrainResult:
+        budget = Budget(seconds=200.0, started=0.0, clock=clock)
+        return train(config, specs, out=out, cache_root=cache_root, budget=budget, clock=clock)
+
     steady = Ticks()
-    train(
-        config,
-        specs,
-        out=tmp_path / "steady",
-        cache_root=cache_root,
-        budget=Budget(seconds=200.0, started=0.0, clock=steady),
-        clock=steady,
-    )
+    within_200_ticks(tmp_path / "steady", steady)
     clock = SlowingTicks(after=int(steady.now * 0.6))  # slows down in the second half
-    result = train(
-        config,
-        specs,
-        out=tmp_path / "run",
-        cache_root=cache_root,
-        budget=Budget(seconds=200.0, started=0.0, clock=clock),
-        clock=clock,
-    )
+    result = within_200_ticks(tmp_path / "run", clock)
     assert clock.now <= 200.0 * 1.1  # without the late refit: 2.55x the budget
     last = result.history[-1]
     total = result.epochs * 3
