@@ -1,16 +1,20 @@
-"""Model configuration, the registry of architectures, and cost accounting (parameters, FLOPs)."""
+"""Building networks from their configuration, and cost accounting (parameters, FLOPs).
+
+The configuration and the registry of architectures live in :mod:`pedseg.models.config`, which
+imports no torch (reading a run's card needs them, predicting with ONNX Runtime needs no torch);
+they are re-exported here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from pedseg.errors import ConfigError, UnknownNameError
+from pedseg.models.config import ARCHITECTURES, Architecture, ModelConfig
 from pedseg.models.dsbn import NormKind
 from pedseg.models.unet import MultiDomainUNet
 
@@ -22,24 +26,6 @@ __all__ = [
     "count_flops",
     "count_parameters",
 ]
-
-NORMS: tuple[str, ...] = ("dsbn", "bn")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A registered network: a one-line description and its builder."""
-
-    description: str
-    build: Callable[[ModelConfig, Sequence[int]], MultiDomainUNet]
-
-
-def _build_unet(config: ModelConfig, num_classes: Sequence[int]) -> MultiDomainUNet:
-    return _build(config, num_classes, attention=False)
-
-
-def _build_attention_unet(config: ModelConfig, num_classes: Sequence[int]) -> MultiDomainUNet:
-    return _build(config, num_classes, attention=True)
 
 
 def _build(config: ModelConfig, num_classes: Sequence[int], *, attention: bool) -> MultiDomainUNet:
@@ -53,68 +39,14 @@ def _build(config: ModelConfig, num_classes: Sequence[int], *, attention: bool) 
     )
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "unet": Architecture(
-        "2D UNet (Ronneberger et al. 2015) with per-domain norms and heads", _build_unet
-    ),
-    "attention-unet": Architecture(
-        "UNet with additive attention gates on the skips (Att-UNet, Oktay et al. 2018)",
-        _build_attention_unet,
-    ),
-}
-"""Every architecture ``build_model`` knows, by name."""
+def build_unet(config: ModelConfig, num_classes: Sequence[int]) -> MultiDomainUNet:
+    """The ``unet`` architecture (registered in :data:`~pedseg.models.config.ARCHITECTURES`)."""
+    return _build(config, num_classes, attention=False)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """What defines the network (the classes per domain come from the domains).
-
-    Attributes:
-        arch: a key of :data:`ARCHITECTURES` (``"unet"`` or ``"attention-unet"``).
-        base_width: channels of the first level (32 gives 32-64-128-256-512 with depth 5).
-        depth: number of resolution levels (>= 2).
-        in_channels: image channels.
-        norm: ``"dsbn"`` (batch norm per domain) or ``"bn"`` (one shared batch norm, ``joint``).
-    """
-
-    arch: str = "unet"
-    base_width: int = 32
-    depth: int = 5
-    in_channels: int = 1
-    norm: str = "dsbn"
-
-    def __post_init__(self) -> None:
-        for name in ("arch", "norm"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string, got {value!r}")
-        for name, minimum in (("base_width", 1), ("depth", 2), ("in_channels", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if value < minimum:
-                raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-        if self.arch not in ARCHITECTURES:
-            raise UnknownNameError("architecture", self.arch, ARCHITECTURES)
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-friendly mapping; :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        """Build from a mapping; unknown keys are an error, missing keys take the defaults."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(str(key) for key in data if key not in known)
-        if unknown:
-            raise ConfigError(
-                f"unknown model config key(s) {', '.join(unknown)}; known: {', '.join(known)}"
-            )
-        return cls(**data)
+def build_attention_unet(config: ModelConfig, num_classes: Sequence[int]) -> MultiDomainUNet:
+    """The ``attention-unet`` architecture."""
+    return _build(config, num_classes, attention=True)
 
 
 def build_model(config: ModelConfig, *, num_classes: Sequence[int]) -> MultiDomainUNet:
@@ -122,7 +54,13 @@ def build_model(config: ModelConfig, *, num_classes: Sequence[int]) -> MultiDoma
     architecture = ARCHITECTURES.get(config.arch)
     if architecture is None:
         raise UnknownNameError("architecture", config.arch, ARCHITECTURES)
-    return architecture.build(config, num_classes)
+    network = architecture.load()(config, num_classes)
+    if not isinstance(network, MultiDomainUNet):
+        raise ConfigError(
+            f"architecture {config.arch!r} ({architecture.builder}) built a "
+            f"{type(network).__name__}, not a MultiDomainUNet"
+        )
+    return network
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:

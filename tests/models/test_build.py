@@ -104,3 +104,32 @@ def test_count_trainable_parameters() -> None:
     total = count_parameters(model)
     model.heads.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == total - (2 * 2 + 2)
+
+
+def test_builders_are_entry_points_loaded_on_use() -> None:
+    from pedseg.errors import ConfigError
+    from pedseg.models.config import Architecture
+
+    assert ARCHITECTURES["unet"].builder == "pedseg.models.build:build_unet"
+    with pytest.raises(ConfigError, match="builder must be 'module:function', got 'nocolon'"):
+        Architecture("x", "nocolon")
+    with pytest.raises(ConfigError, match="'pedseg.models.build:missing' cannot be loaded"):
+        Architecture("x", "pedseg.models.build:missing").load()
+    with pytest.raises(ConfigError, match="is not callable"):
+        Architecture("x", "pedseg.models.config:NORMS").load()
+
+
+def test_the_configuration_and_a_card_need_no_torch() -> None:
+    """A run's card holds a ModelConfig; reading it (and predicting with ONNX) imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pedseg.models import ModelConfig\n"
+        "import pedseg.models.mapping, pedseg.runfolder.card, pedseg.runfolder.index\n"
+        "ModelConfig.from_dict({'arch': 'attention-unet', 'base_width': 4})\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
