@@ -152,6 +152,7 @@ def predict(
         threshold=ood_threshold,
         fallback=allow_cpu_fallback,
         refuse=refuse_ood,
+        backend=backend,
     )
     with _Display(quiet=quiet) as display:
         result = predict_batch(
@@ -170,6 +171,7 @@ def _router(
     threshold: float | None,
     fallback: bool,
     refuse: bool,
+    backend: str | None,
 ) -> tuple[Router, OodCheck]:
     """Recognition for every scan without ``--domain``; with it, the profile check when the run
     has profiles (when it has none, or they are damaged, a warning says the checks are off). The
@@ -180,7 +182,12 @@ def _router(
     from pedseg.inference.routing import fixed_domain, recognised_domain
 
     recognizer_of = partial(
-        recognizer_for, model, device=device, threshold=threshold, allow_cpu_fallback=fallback
+        recognizer_for,
+        model,
+        device=device,
+        threshold=threshold,
+        allow_cpu_fallback=fallback,
+        backend=backend,
     )
     if domain is None:
         recognizer = recognizer_of()

@@ -23,6 +23,7 @@ import ctypes.util
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -95,15 +96,13 @@ def parse_device(text: str) -> DeviceRequest:
 
 @lru_cache(maxsize=1)
 def gpu_present() -> bool:
-    """Whether this machine may have an NVIDIA GPU (torch sees one, or a driver is installed)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return True
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return shutil.which("nvidia-smi") is not None or ctypes.util.find_library("cuda") is not None
+    """Whether this machine may have an NVIDIA GPU: a driver is installed (``nvidia-smi`` or
+    ``libcuda``), or torch, when this process has already imported it, sees one. Torch is not
+    imported for the question: it needs the same driver, and costs seconds to import."""
+    if shutil.which("nvidia-smi") is not None or ctypes.util.find_library("cuda") is not None:
+        return True
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
 
 
 def _physical_cores() -> int:

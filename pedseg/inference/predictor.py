@@ -37,6 +37,7 @@ from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, ModelError, PlanError, UnknownNameError
 from pedseg.inference.backends import (
     BACKENDS,
+    EMBEDDING_OUTPUT,
     Backend,
     OnnxBackend,
     TorchBackend,
@@ -68,6 +69,8 @@ class ModelInfo:
     """Per label name ``(keep_largest, min_volume_mm3)`` from the training labels."""
     label_chain: LabelChain | None = None
     """The training labels' chain (vertebrae), renumbered after prediction."""
+    embeds: bool = False
+    """Whether the exported graph also outputs the embedding (PyTorch models: see the backend)."""
 
     def chain_rule(self) -> ChainRule | None:
         """:attr:`label_chain` with label ids, for :func:`~pedseg.inference.chain.order_chain`."""
@@ -278,6 +281,7 @@ def onnx_info(path: Path, domain: str) -> tuple[ModelInfo, bytes]:
         source=path,
         components=_components(meta.get("components"), where),
         label_chain=_label_chain(meta.get("label_chain"), where, spec),
+        embeds=any(output.name == EMBEDDING_OUTPUT for output in proto.graph.output),
     )
     return info, proto.SerializeToString()
 
@@ -348,11 +352,11 @@ def open_predictor(
         )
         return Predictor(info, onnx, **options)
 
-    from pedseg.runfolder.loading import load_run
+    from pedseg.runfolder.index import index_run
 
-    run = load_run(model)
-    domain_model = run.domain(domain)
-    sha = domain_model.model_sha256
+    run = index_run(model)
+    entry = run.entry(domain)
+    sha = entry.model_sha256
     int8 = run_int8(run.layout, domain, backend=backend, model_sha256=sha, device=device)
     if int8 is not None:
         info, data = onnx_info(int8, domain)
@@ -363,7 +367,7 @@ def open_predictor(
     exported = run.layout.onnx(domain)
     if backend != "torch" and exported.is_file():
         info, data = onnx_info(exported, domain)
-        if info.model_sha256 == domain_model.model_sha256:
+        if info.model_sha256 == sha:
             onnx = OnnxBackend(
                 data, device=device, allow_cpu_fallback=allow_cpu_fallback, where=exported
             )
@@ -377,6 +381,9 @@ def open_predictor(
             f"{run.path}: no ONNX export of domain {domain!r} ({exported} missing); run "
             "pedseg export-onnx first, or use --backend torch"
         )
+    from pedseg.runfolder.loading import load_run
+
+    domain_model = load_run(run).domain(domain)
     info = ModelInfo(
         spec=domain_model.spec,
         image_size=domain_model.image_size,

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pedseg.data.preprocess import prepare_volume, slice_count
 from pedseg.domains.spec import DomainSpec
@@ -63,6 +62,10 @@ from pedseg.runfolder.profiles import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
+    from pedseg.inference.predictor import ModelInfo
+    from pedseg.runfolder.index import RunIndex
     from pedseg.runfolder.loading import LoadedRun
 
 __all__ = [
@@ -71,6 +74,7 @@ __all__ = [
     "KnownEmbeddings",
     "Recognition",
     "Recognizer",
+    "current_exports",
     "recognizer_for",
 ]
 
@@ -146,7 +150,6 @@ class Recognizer:
         *,
         threshold: float = OOD_THRESHOLD,
         slices: int = RECOGNITION_SLICES,
-        device: torch.device | None = None,
         batch_size: int = 32,
     ) -> None:
         if not candidates:
@@ -158,7 +161,6 @@ class Recognizer:
         self.candidates = tuple(candidates)
         self.threshold = float(threshold)
         self.slices = slices
-        self.device = device
         self.batch_size = batch_size
 
     @property
@@ -178,8 +180,11 @@ class Recognizer:
         slices: int = RECOGNITION_SLICES,
         device: torch.device | None = None,
     ) -> Recognizer:
-        """Candidates = every domain of ``run``; :class:`ModelError` when it has no profiles."""
-        profiles = load_profiles(run)
+        """Candidates = every domain of ``run``, embedded by its PyTorch network (moved to
+        ``device``); :class:`ModelError` when it has no profiles."""
+        from pedseg.runfolder.loading import numpy_embedder
+
+        profiles = load_profiles(run.index)
         candidates: list[Candidate] = []
         for name in run.domains:
             model = run.domain(name)
@@ -187,8 +192,36 @@ class Recognizer:
                 raise ModelError(f"{run.path}: domain {name!r} has no embedding to recognise with")
             if device is not None:
                 model.module.to(device)
-            candidates.append(Candidate(model.spec, model.image_size, model.embed, profiles[name]))
-        return cls(candidates, threshold=threshold, slices=slices, device=device)
+            embed = numpy_embedder(model)
+            candidates.append(Candidate(model.spec, model.image_size, embed, profiles[name]))
+        return cls(candidates, threshold=threshold, slices=slices)
+
+    @classmethod
+    def from_exports(
+        cls,
+        run: RunIndex,
+        exports: Mapping[str, tuple[ModelInfo, bytes]],
+        *,
+        threshold: float = OOD_THRESHOLD,
+        slices: int = RECOGNITION_SLICES,
+        device: str = "cpu",
+        allow_cpu_fallback: bool = False,
+    ) -> Recognizer:
+        """Candidates = every domain of ``run``, embedded by its ONNX export (``exports``: per
+        domain the checked export, see :func:`current_exports`); no torch. A domain's session is
+        created when a scan is first embedded as that domain (with ``--domain``, the predicted
+        domain takes its embeddings from the segmentation pass and never needs its own)."""
+        profiles = load_profiles(run)
+        candidates = [
+            Candidate(
+                info.spec,
+                info.image_size,
+                _OnnxEmbedder(data, info.source, device, allow_cpu_fallback),
+                profiles[name],
+            )
+            for name, (info, data) in exports.items()
+        ]
+        return cls(candidates, threshold=threshold, slices=slices)
 
     def identify(
         self, volume: Volume, *, known: Mapping[str, KnownEmbeddings] | None = None
@@ -233,7 +266,49 @@ class Recognizer:
         images = prepare_volume(
             volume, candidate.spec, image_size=candidate.image_size, picks=picks
         ).images
-        return embed_slices(candidate.embed, images, device=self.device, batch_size=self.batch_size)
+        return embed_slices(candidate.embed, images, batch_size=self.batch_size)
+
+
+class _OnnxEmbedder:
+    """The ``embedding`` output of an exported graph; the session is made on first use."""
+
+    def __init__(self, data: bytes, where: Path, device: str, allow_cpu_fallback: bool) -> None:
+        self._data = data
+        self._where = where
+        self._device = device
+        self._fallback = allow_cpu_fallback
+        self._backend: Any = None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self._backend is None:
+            from pedseg.inference.backends import OnnxBackend
+
+            self._backend = OnnxBackend(
+                self._data,
+                device=self._device,
+                allow_cpu_fallback=self._fallback,
+                where=self._where,
+            )
+            self._data = b""
+        _, embedding = self._backend.segment_and_embed(images)
+        return np.asarray(embedding)
+
+
+def current_exports(run: RunIndex) -> dict[str, tuple[ModelInfo, bytes]] | None:
+    """Every domain's ONNX export in ``run`` with its checked bytes, when each one exists, was
+    exported from the run's current weights and has the embedding output; else ``None``."""
+    from pedseg.inference.predictor import onnx_info
+
+    out: dict[str, tuple[ModelInfo, bytes]] = {}
+    for name in run.domains:
+        path = run.layout.onnx(name)
+        if not path.is_file():
+            return None
+        info, data = onnx_info(path, name)
+        if info.model_sha256 != run.entry(name).model_sha256 or not info.embeds:
+            return None
+        out[name] = (info, data)
+    return out
 
 
 def recognizer_for(
@@ -242,13 +317,15 @@ def recognizer_for(
     device: str = "cpu",
     threshold: float | None = None,
     allow_cpu_fallback: bool = False,
+    backend: str | None = None,
 ) -> Recognizer:
     """The recognizer of a run folder (default: the last run) with the OOD ``threshold`` (default
     :data:`OOD_THRESHOLD`); :class:`ModelError` for a folder of ONNX exports (no embedding there)
-    or a run without domain profiles."""
+    or a run without domain profiles. Unless ``backend`` is ``torch``, the run's ONNX exports
+    embed the scans where every domain has an up-to-date one (no torch imported); otherwise its
+    PyTorch network."""
     from pedseg.inference.predictor import is_onnx_source
-    from pedseg.runfolder.loading import load_run
-    from pedseg.runtime import resolve_device
+    from pedseg.runfolder.index import index_run
 
     if model is not None and is_onnx_source(Path(model).expanduser()):
         raise ProfileUnavailableError(
@@ -256,5 +333,18 @@ def recognizer_for(
             "recognised; pass --domain NAME, or --model with the run folder"
         )
     chosen = OOD_THRESHOLD if threshold is None else threshold
+    run = index_run(model)
+    exports = current_exports(run) if backend != "torch" else None
+    if exports is not None:
+        return Recognizer.from_exports(
+            run,
+            exports,
+            threshold=chosen,
+            device=device,
+            allow_cpu_fallback=allow_cpu_fallback,
+        )
+    from pedseg.runfolder.loading import load_run
+    from pedseg.runtime import resolve_device
+
     torch_device = resolve_device(device, allow_cpu_fallback=allow_cpu_fallback)
-    return Recognizer.from_run(load_run(model), threshold=chosen, device=torch_device)
+    return Recognizer.from_run(load_run(run), threshold=chosen, device=torch_device)

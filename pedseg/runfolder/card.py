@@ -25,7 +25,7 @@ from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import DomainSpec
 from pedseg.errors import ModelError
 from pedseg.io.atomic import write_text_atomic
-from pedseg.models.build import ModelConfig
+from pedseg.models.config import ModelConfig
 from pedseg.models.mapping import LabelMapping
 from pedseg.runfolder.layout import RunLayout
 

@@ -12,7 +12,7 @@ from pedseg import __version__
 from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import DomainSpec, parse_descriptor
 from pedseg.errors import ConfigError, DescriptorError, ModelError, PlanError
-from pedseg.models.build import ModelConfig
+from pedseg.models.config import ModelConfig
 from pedseg.models.mapping import LabelMapping
 from pedseg.runfolder.card import (
     CARD_FIELDS,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,12 +26,12 @@ from pedseg.errors import ConfigError, ModelError, UnknownNameError
 from pedseg.models.build import build_model
 from pedseg.models.segmenter import DomainSegmenter
 from pedseg.models.unet import MultiDomainUNet
-from pedseg.runfolder.card import ModelCard, read_card
+from pedseg.runfolder.card import ModelCard
+from pedseg.runfolder.index import DomainEntry, RunIndex, index_run
 from pedseg.runfolder.integrity import verify_sha256
 from pedseg.runfolder.layout import RunLayout
-from pedseg.runfolder.pointer import resolve_run
 
-__all__ = ["DomainModel", "LoadedRun", "load_network", "load_run"]
+__all__ = ["DomainModel", "LoadedRun", "load_network", "load_run", "numpy_embedder"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,13 @@ class DomainModel:
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A loaded run folder: its card and one :class:`DomainModel` per domain."""
+    """A loaded run folder: its card, its :class:`~pedseg.runfolder.index.RunIndex` and one
+    :class:`DomainModel` per domain."""
 
     layout: RunLayout
     card: ModelCard
     models: Mapping[str, DomainModel] = field(repr=False, compare=False)
+    index: RunIndex = field(repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -84,12 +87,19 @@ class LoadedRun:
         return net
 
 
-def load_run(path: Path | RunLayout | None) -> LoadedRun:
-    """Load the run folder ``path`` (default: the most recent run); see the module docstring."""
-    layout = path if isinstance(path, RunLayout) else resolve_run(path)
-    card = read_card(layout)
-    models = _load_model(layout, card) if card.kind == "model" else _load_baseline(layout, card)
-    return LoadedRun(layout=layout, card=card, models=models)
+def load_run(path: Path | RunLayout | RunIndex | None) -> LoadedRun:
+    """Load the run folder ``path`` (default: the most recent run; an index already read is
+    not read again); see the module docstring."""
+    index = path if isinstance(path, RunIndex) else index_run(path)
+    networks: dict[Path, MultiDomainUNet] = {}  # one network per folder (a baseline: per member)
+    models: dict[str, DomainModel] = {}
+    for name in index.domains:
+        entry = index.entry(name)
+        root = entry.layout.root
+        if root not in networks:
+            networks[root] = load_network(entry.layout, entry.card)
+        models[name] = _domain_model(entry, networks[root])
+    return LoadedRun(layout=index.layout, card=index.card, models=models, index=index)
 
 
 def load_network(layout: RunLayout, card: ModelCard) -> MultiDomainUNet:
@@ -121,32 +131,23 @@ def load_network(layout: RunLayout, card: ModelCard) -> MultiDomainUNet:
     return net
 
 
-def _load_model(layout: RunLayout, card: ModelCard) -> dict[str, DomainModel]:
-    net = load_network(layout, card)
-    if card.image_size is None or card.model is None:  # guaranteed by the card's validation
-        raise ModelError(f"{layout.card}: incomplete card of kind 'model'")
-    out: dict[str, DomainModel] = {}
-    for name in card.domains:
-        mapping = card.label_mapping[name]
-        spec = card.spec(name)
-        classes = tuple(mapping.classes[label] for label in spec.label_ids)
-        identity = classes == tuple(range(1, net.num_classes[mapping.head]))
-        module = DomainSegmenter(
-            net, head=mapping.head, classes=None if identity else classes
-        ).eval()
-        out[name] = DomainModel(
-            spec=spec,
-            image_size=card.image_size,
-            module=module,
-            model_sha256=card.model_sha256,
-            scheme=card.scheme,
-            embed=_embedder(net, mapping.head),
-            arch=card.model.arch,
-            layout=layout,
-            components=dict(card.postprocess.get(name, {})),
-            label_chain=card.label_chains.get(name),
-        )
-    return out
+def _domain_model(entry: DomainEntry, net: MultiDomainUNet) -> DomainModel:
+    mapping = entry.card.label_mapping[entry.spec.name]
+    classes = tuple(mapping.classes[label] for label in entry.spec.label_ids)
+    identity = classes == tuple(range(1, net.num_classes[mapping.head]))
+    module = DomainSegmenter(net, head=mapping.head, classes=None if identity else classes).eval()
+    return DomainModel(
+        spec=entry.spec,
+        image_size=entry.image_size,
+        module=module,
+        model_sha256=entry.model_sha256,
+        scheme=entry.scheme,
+        embed=_embedder(net, mapping.head),
+        arch=entry.arch,
+        layout=entry.layout,
+        components=entry.components,
+        label_chain=entry.label_chain,
+    )
 
 
 def _embedder(net: MultiDomainUNet, head: int) -> Callable[[Tensor], Tensor]:
@@ -157,22 +158,18 @@ def _embedder(net: MultiDomainUNet, head: int) -> Callable[[Tensor], Tensor]:
     return embed
 
 
-def _load_baseline(layout: RunLayout, card: ModelCard) -> dict[str, DomainModel]:
-    out: dict[str, DomainModel] = {}
-    for name in card.domains:
-        member = layout.resolve_member(card.members[name])
-        if member is None:  # refused when the card was read
-            raise ModelError(f"{layout.card}: members.{name} leaves the run folder")
-        member_card = read_card(resolve_run(member.root))
-        if member_card.kind != "model":
-            raise ModelError(f"{member.card}: a baseline member must be a model")
-        loaded = _load_model(member, member_card)
-        if name not in loaded:
-            raise ModelError(f"{member.card}: holds no model of domain {name!r}")
-        if loaded[name].spec.content_hash() != card.descriptor_hashes.get(name):
-            raise ModelError(
-                f"{member.card}: descriptor of domain {name!r} does not match the hash in "
-                f"{layout.card}; the run was mixed up: retrain"
-            )
-        out[name] = loaded[name]
-    return out
+def numpy_embedder(model: DomainModel) -> Callable[[np.ndarray], np.ndarray]:
+    """``model``'s embedding as numpy in, numpy out: slices (N, 1, H, W) float32 are moved to the
+    device of the module's parameters (wherever it is when called), embeddings (N, D) float32
+    come back on the CPU. :class:`ModelError` for a model without an embedding."""
+    embed = model.embed
+    if embed is None:
+        raise ModelError(f"domain {model.spec.name!r} has no embedding")
+
+    def run(images: np.ndarray) -> np.ndarray:
+        device = next(model.module.parameters()).device
+        block = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
+        with torch.inference_mode():
+            return embed(block).float().cpu().numpy()
+
+    return run

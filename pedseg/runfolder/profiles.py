@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pedseg.errors import ModelError, ProfileUnavailableError
 from pedseg.io.atomic import atomic_path
 from pedseg.runfolder.acquisition import AcquisitionProfile
 from pedseg.runfolder.card import read_card, write_card
+from pedseg.runfolder.index import RunIndex
 from pedseg.runfolder.integrity import file_sha256, verify_sha256
 from pedseg.runfolder.layout import RunLayout
-from pedseg.runfolder.loading import LoadedRun, load_run
 
 if TYPE_CHECKING:
+    import torch
+
     from pedseg.domains.spec import DomainSpec
     from pedseg.io.volume import Volume
 
@@ -64,7 +64,9 @@ MAX_PROFILE_SLICES = 2000
 CENTRAL_FRACTION = 0.8
 _MIN_SCALE = 1e-4  # floor of the 95th percentile used as the distance unit
 CROSS_SLICES_PER_CASE = 16
-Embedder = Callable[[Tensor], Tensor]
+Embedder = Callable[[np.ndarray], np.ndarray]
+"""Slices (N, 1, H, W) float32 -> embeddings (N, D), numpy in and out (a torch module's through
+:func:`pedseg.runfolder.loading.numpy_embedder`, an ONNX export's embedding output)."""
 
 
 # ---------------------------------------------------------------------------------- profiles
@@ -241,17 +243,16 @@ def read_profile(
     return out
 
 
-def load_profiles(run: LoadedRun) -> dict[str, DomainProfile]:
-    """Every domain's profile of a loaded run (a baseline run: from each member folder)."""
+def load_profiles(run: RunIndex) -> dict[str, DomainProfile]:
+    """Every domain's profile of a run (a baseline run: from each member folder)."""
     out: dict[str, DomainProfile] = {}
     for name in run.domains:
-        model = run.models[name]
-        layout = model.layout if model.layout is not None else run.layout
-        card = run.card if layout == run.layout else read_card(layout)
+        entry = run.entry(name)
+        layout = entry.layout
         profiles = read_profile(
             layout,
-            model_sha256=model.model_sha256,
-            sha256=card.artifacts.get(layout.relative(layout.profiles)),
+            model_sha256=entry.model_sha256,
+            sha256=entry.card.artifacts.get(layout.relative(layout.profiles)),
         )
         if name not in profiles:
             raise ModelError(
@@ -269,16 +270,12 @@ def central_range(n: int, *, fraction: float = CENTRAL_FRACTION) -> tuple[int, i
     return (margin, n - margin) if n > 2 * margin else (0, n)
 
 
-def embed_slices(
-    embed: Embedder, images: np.ndarray, *, device: torch.device | None = None, batch_size: int = 64
-) -> np.ndarray:
+def embed_slices(embed: Embedder, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
     """``z`` of slices (N, H, W), L2-normalised: (N, D) float64."""
     parts: list[np.ndarray] = []
     for start in range(0, int(images.shape[0]), batch_size):
-        block = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-        block = block[:, None].to(device if device is not None else "cpu", torch.float32)
-        with torch.inference_mode():
-            parts.append(embed(block).float().cpu().numpy())
+        block = np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
+        parts.append(np.asarray(embed(block[:, None]), dtype=np.float32))
     if not parts:
         raise ModelError("no slices to embed")
     return _unit(np.concatenate(parts))
@@ -299,6 +296,8 @@ def store_profile(
     as ``k`` (:func:`cross_slices`), giving the cross centroid ``c_kj`` of ``k``'s profile (added to
     those it carries). ``acquisition``: the new profiles' training-scan summaries (a profiled
     domain without one keeps the one it carries). Skipped (``None``, logged) without weights."""
+    from pedseg.runfolder.loading import load_run, numpy_embedder
+
     layout = RunLayout(run_dir)
     if not layout.card.is_file():
         logger.info("%s: no model was saved; no domain profile written", run_dir)
@@ -313,7 +312,7 @@ def store_profile(
             return None
         if device is not None:
             model.module.to(device)
-        embedded[name] = embed_slices(model.embed, images, device=device)
+        embedded[name] = embed_slices(numpy_embedder(model), images)
     if profiles:  # the new domains live in the carried domains' space: keep its origin
         origin = next(iter(profiles.values())).origin
     else:
@@ -335,7 +334,8 @@ def store_profile(
         extra = dict(profiles[space].cross)
         for other, images in by_domain.items():
             if other != space and images.shape[0] > 0:
-                unit = _unit(_unit(embed_slices(model.embed, images, device=device)) - origin)
+                z = embed_slices(numpy_embedder(model), images)
+                unit = _unit(_unit(z) - origin)
                 extra[other] = _unit(unit.mean(axis=0)).astype(np.float32)
         profiles[space] = replace(profiles[space], cross=extra)
     missing = [name for name in run.domains if name not in profiles]

@@ -239,10 +239,10 @@ def test_refuse_ood_records_the_case_failed_and_writes_nothing(
 
 
 def test_trained_profiles_hold_the_acquisition_summary(run: Path) -> None:
-    from pedseg.runfolder.loading import load_run
+    from pedseg.runfolder.index import index_run
     from pedseg.runfolder.profiles import load_profiles
 
-    profiles = load_profiles(load_run(run))
+    profiles = load_profiles(index_run(run))
     for name in DOMAINS:
         acquisition = profiles[name].acquisition
         assert acquisition is not None and acquisition.n_cases >= 2

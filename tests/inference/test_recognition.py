@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import Tensor
 
 from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
@@ -19,6 +17,7 @@ from pedseg.inference.recognition import Candidate, Recognizer, recognizer_for
 from pedseg.io import read_volume
 from pedseg.io.volume import Volume
 from pedseg.runfolder import RunLayout
+from pedseg.runfolder.index import index_run
 from pedseg.runfolder.loading import load_run
 from pedseg.runfolder.profiles import (
     DomainProfile,
@@ -28,7 +27,7 @@ from pedseg.runfolder.profiles import (
     read_profile,
     write_profile,
 )
-from tests.conftest_runs import single_thread
+from tests.conftest_runs import copy_run, single_thread
 
 DOMAINS = ("ankle", "shoulder")
 _RUNS: dict[str, Path] = {}
@@ -165,10 +164,9 @@ def _toy_spec(name: str) -> DomainSpec:
 def _fake_embed(direction: np.ndarray) -> Candidate:
     """An embedder whose z is ``direction`` rotated towards e_0 by the slice's mean intensity."""
 
-    def embed(x: Tensor) -> Tensor:
-        t = x.mean(dim=(1, 2, 3))[:, None].double()
-        base = torch.from_numpy(direction)[None]
-        return (base + t * torch.eye(len(direction), dtype=torch.float64)[0]).float()
+    def embed(x: np.ndarray) -> np.ndarray:
+        t = x.mean(axis=(1, 2, 3), dtype=np.float64)[:, None]
+        return (direction[None] + t * np.eye(len(direction))[0]).astype(np.float32)
 
     return embed  # type: ignore[return-value]
 
@@ -262,7 +260,7 @@ def test_training_writes_profiles_of_the_best_weights(run: Path) -> None:
     cross = profiles["ankle"].cross["shoulder"]
     assert np.linalg.norm(cross) == pytest.approx(1.0, abs=1e-5)
     assert float(cross @ profiles["ankle"].centroid) < 0.999
-    assert load_profiles(load_run(run))["ankle"].p95 == profiles["ankle"].p95
+    assert load_profiles(index_run(run))["ankle"].p95 == profiles["ankle"].p95
 
 
 def test_held_out_phantoms_are_recognised(run: Path, scans: dict[str, list[Path]]) -> None:
@@ -280,6 +278,70 @@ def test_the_wrong_domain_is_reported(run: Path, scans: dict[str, list[Path]]) -
     entry = recognition.to_dict(expected="ankle")
     assert entry["domain"] == "shoulder" and "not ankle" in entry["warning"]
     assert entry["median_distance"]["ankle"] > entry["median_distance"]["shoulder"]
+
+
+def test_exported_runs_recognise_with_onnx_as_with_torch(
+    run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """Where every domain has an up-to-date export, the exports embed the scans (no torch):
+    the same verdicts, votes and distances as the PyTorch network; a stale export, or
+    ``backend="torch"``, falls back to the network."""
+    from pedseg.export.onnx import export_run
+    from pedseg.inference.recognition import current_exports
+
+    exported = copy_run(run, tmp_path / "exported")
+    export_run(load_run(exported))
+    assert current_exports(index_run(run)) is None  # the shared run has no exports
+    exports = current_exports(index_run(exported))
+    assert exports is not None and sorted(exports) == sorted(DOMAINS)
+    with_onnx = recognizer_for(exported)
+    with_torch = recognizer_for(exported, backend="torch")
+    kinds = {type(c.embed).__name__ for c in with_onnx.candidates}
+    assert kinds == {"_OnnxEmbedder"}
+    assert all(type(c.embed).__name__ == "function" for c in with_torch.candidates)
+    for path in [*scans["ankle"], *scans["shoulder"]]:
+        volume = read_volume(path)
+        a, b = with_onnx.identify(volume), with_torch.identify(volume)
+        assert (a.domain, a.votes, a.ood) == (b.domain, b.votes, b.ood)
+        for name, distance in b.distances.items():
+            assert a.distances[name] == pytest.approx(distance, abs=1e-4)
+    card = json.loads((exported / "model.json").read_text())
+    card["model_sha256"] = "0" * 64  # the weights changed since the export (as far as it knows)
+    (exported / "model.json").write_text(json.dumps(card))
+    assert current_exports(index_run(exported)) is None
+
+
+def test_predicting_from_an_exported_run_imports_no_torch(
+    run: Path, scans: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """Segmenting, checking the domain and post-processing from a run with ONNX exports runs in a
+    process that never imports torch (which costs seconds before the first case)."""
+    import subprocess
+    import sys
+
+    from pedseg.export.onnx import export_run
+
+    exported = copy_run(run, tmp_path / "exported")
+    export_run(load_run(exported))
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pedseg.inference.predictor import open_predictor\n"
+        "from pedseg.inference.recognition import recognizer_for\n"
+        "from pedseg.io import read_volume\n"
+        f"run, scan = Path({str(exported)!r}), Path({str(scans['ankle'][0])!r})\n"
+        "predictor = open_predictor(run, 'ankle', device='cpu')\n"
+        "volume = read_volume(scan)\n"
+        "labels = predictor.predict(volume).labels\n"
+        "found = recognizer_for(run, device='cpu').identify(volume)\n"
+        "assert predictor.backend.name == 'onnx', predictor.backend.name\n"
+        "print(found.domain, int(labels.max()), 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ankle", done.stdout.split()[1], "False"]
 
 
 def test_recognizer_needs_profiles(run: Path, tmp_path: Path) -> None:
@@ -303,8 +365,8 @@ def test_extend_carries_the_profiles_and_adds_the_new_domain(run: Path, tmp_path
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("pedseg.training.runner.plot_curves", lambda *a, **k: None)
         out = extend_run(run, knee, config=config, out=tmp_path / "ext").run_dir
-    base = load_profiles(load_run(run))
-    extended = load_profiles(load_run(out))
+    base = load_profiles(index_run(run))
+    extended = load_profiles(index_run(out))
     assert list(extended) == [*DOMAINS, "knee"] and extended["knee"].source == "extension"
     for name in DOMAINS:  # frozen shared weights: the old clusters are unchanged, carried
         np.testing.assert_array_equal(extended[name].centroid, base[name].centroid)
@@ -322,8 +384,8 @@ def test_adapt_bn_reprofiles_the_adapted_domain(
     from pedseg.training.adapt import adapt_bn
 
     out = adapt_bn(run, "ankle", scans["ankle"], out=tmp_path / "adapted", device="cpu").run_dir
-    base = load_profiles(load_run(run))
-    adapted = load_profiles(load_run(out))
+    base = load_profiles(index_run(run))
+    adapted = load_profiles(index_run(out))
     assert adapted["ankle"].source == "adaptation"
     assert adapted["ankle"].n_slices == 2 * 16  # central 80 % of 2 scans of 20 slices
     np.testing.assert_array_equal(adapted["shoulder"].centroid, base["shoulder"].centroid)
@@ -387,7 +449,7 @@ def test_known_embeddings_of_another_preparation_are_not_used(
     assert recognizer.identify(volume, known=wrong) == before
 
 
-def _refuse(x: Tensor) -> Tensor:
+def _refuse(x: np.ndarray) -> np.ndarray:
     raise AssertionError("embedded again although the segmentation pass gave the embeddings")
 
 

@@ -50,7 +50,7 @@ def test_a_format_1_card_is_read_and_its_run_loads(tiny_run: Path, tmp_path: Pat
     assert loaded.domains == ("ankle", "shoulder")
     from pedseg.runfolder.profiles import load_profiles
 
-    assert set(load_profiles(loaded)) == {"ankle", "shoulder"}  # read unchecked
+    assert set(load_profiles(loaded.index)) == {"ankle", "shoulder"}  # read unchecked
 
 
 @pytest.mark.parametrize(
