@@ -35,7 +35,6 @@ from typing import NamedTuple
 
 import cc3d
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["ChainRule", "order_chain"]
 
@@ -104,6 +103,8 @@ def _units(
     if min(mask.shape) > 1:
         components = cc3d.connected_components(mask, connectivity=26)
     else:  # cc3d 4.1 fails on arrays with a size-1 axis (see inference.postprocess)
+        from scipy import ndimage  # imported here: 0.3 s that most predictions never need
+
         components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     counts = np.bincount(components.ravel())
     found = []

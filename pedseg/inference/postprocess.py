@@ -43,7 +43,6 @@ from typing import NamedTuple
 
 import cc3d
 import numpy as np
-from scipy import ndimage
 
 from pedseg.domains.spec import PostprocessSpec
 from pedseg.errors import ConfigError, VolumeError
@@ -176,6 +175,8 @@ def _kept_components(mask: np.ndarray, rule: ComponentRule, voxel_mm3: float) ->
     else:
         # cc3d 4.1 fails ("maximum length exception") on arrays with a size-1 axis; these slabs are
         # small, scipy labels them quickly and identically.
+        from scipy import ndimage  # imported here: 0.3 s that most predictions never need
+
         components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     counts = np.bincount(components.ravel())
     counts[0] = 0
@@ -206,6 +207,8 @@ def _closing_in_box(kept: np.ndarray, element: np.ndarray) -> np.ndarray:
         offsets = [tuple(int(v) for v in p - half) for p in np.argwhere(element)]
         closed = erode(dilate(padded, offsets), offsets)
     else:
+        from scipy import ndimage
+
         dilated = ndimage.binary_dilation(padded, structure=element)
         closed = ndimage.binary_erosion(dilated, structure=element, border_value=0)
     inner = tuple(slice(n, n + (b.stop - b.start)) for n, b in zip(half, box, strict=True))
