@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pedseg.data.label_chain import LabelChain
 from pedseg.domains.spec import DomainSpec
-from pedseg.errors import ConfigError, ModelError, UnknownNameError
+from pedseg.errors import ConfigError, ModelError
 from pedseg.models.build import build_model
 from pedseg.models.segmenter import DomainSegmenter
 from pedseg.models.unet import MultiDomainUNet
@@ -59,23 +59,28 @@ class LoadedRun:
     """A loaded run folder: its card, its :class:`~pedseg.runfolder.index.RunIndex` and one
     :class:`DomainModel` per domain."""
 
-    layout: RunLayout
-    card: ModelCard
+    index: RunIndex
     models: Mapping[str, DomainModel] = field(repr=False, compare=False)
-    index: RunIndex = field(repr=False, compare=False)
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.index.layout
+
+    @property
+    def card(self) -> ModelCard:
+        return self.index.card
 
     @property
     def path(self) -> Path:
-        return self.layout.root
+        return self.index.path
 
     @property
     def domains(self) -> tuple[str, ...]:
-        return self.card.domains
+        return self.index.domains
 
     def domain(self, name: str) -> DomainModel:
         """The segmenter of domain ``name``; other names raise :class:`UnknownNameError`."""
-        if name not in self.models:
-            raise UnknownNameError("domain of this model", name, self.domains)
+        self.index.entry(name)  # the one place that names an unknown domain
         return self.models[name]
 
     def network(self) -> MultiDomainUNet:
@@ -99,7 +104,7 @@ def load_run(path: Path | RunLayout | RunIndex | None) -> LoadedRun:
         if root not in networks:
             networks[root] = load_network(entry.layout, entry.card)
         models[name] = _domain_model(entry, networks[root])
-    return LoadedRun(layout=index.layout, card=index.card, models=models, index=index)
+    return LoadedRun(index=index, models=models)
 
 
 def load_network(layout: RunLayout, card: ModelCard) -> MultiDomainUNet:
