@@ -65,3 +65,27 @@ def test_percentile_zscore_is_bit_identical_to_the_reference(array: np.ndarray) 
     np.testing.assert_array_equal(percentile_zscore(array), _reference_percentile_zscore(array))
     noisy = array.astype(np.float32) + np.float32(0.3)  # bounds that float32 cannot hold exactly
     np.testing.assert_array_equal(percentile_zscore(noisy), _reference_percentile_zscore(noisy))
+
+
+@given(
+    hnp.arrays(dtype=np.int32, shape=st.integers(1, 400), elements=st.integers(-30000, 30000)),
+    st.sampled_from([np.int16, np.uint8, np.int32, np.uint16]),
+    st.lists(st.floats(0, 100), min_size=1, max_size=4),
+)
+def test_counted_percentiles_equal_numpy_bit_for_bit(
+    values: np.ndarray, dtype: type, qs: list[float]
+) -> None:
+    """Integer volumes take their percentiles from a histogram: numpy's linear values exactly."""
+    from pedseg.domains.normalization import percentiles
+
+    info = np.iinfo(dtype)
+    array = np.clip(values, info.min, info.max).astype(dtype)
+    expected = tuple(float(v) for v in np.percentile(array.astype(np.float32), qs))
+    assert percentiles(array, tuple(qs)) == expected
+
+
+def test_wide_integer_ranges_fall_back_to_numpy() -> None:
+    from pedseg.domains.normalization import percentiles
+
+    array = np.array([0, 1, 2, 1 << 20], dtype=np.int32)  # too wide to count
+    assert percentiles(array, (50.0,)) == (1.5,)
