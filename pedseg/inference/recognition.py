@@ -296,7 +296,8 @@ class _OnnxEmbedder:
 
 def current_exports(run: RunIndex) -> dict[str, tuple[ModelInfo, bytes]] | None:
     """Every domain's ONNX export in ``run`` with its checked bytes, when each one exists, was
-    exported from the run's current weights and has the embedding output; else ``None``."""
+    exported from the run's current weights and has the embedding output; else ``None`` (an
+    unreadable export too: the network then embeds, as for a run without exports)."""
     from pedseg.inference.predictor import onnx_info
 
     out: dict[str, tuple[ModelInfo, bytes]] = {}
@@ -304,7 +305,11 @@ def current_exports(run: RunIndex) -> dict[str, tuple[ModelInfo, bytes]] | None:
         path = run.layout.onnx(name)
         if not path.is_file():
             return None
-        info, data = onnx_info(path, name)
+        try:
+            info, data = onnx_info(path, name)
+        except ModelError as exc:
+            logger.info("recognition embeds with PyTorch: %s", exc)
+            return None
         if info.model_sha256 != run.entry(name).model_sha256 or not info.embeds:
             return None
         out[name] = (info, data)

@@ -305,6 +305,10 @@ def test_exported_runs_recognise_with_onnx_as_with_torch(
         assert (a.domain, a.votes, a.ood) == (b.domain, b.votes, b.ood)
         for name, distance in b.distances.items():
             assert a.distances[name] == pytest.approx(distance, abs=1e-4)
+    (exported / "onnx" / "ankle.onnx").write_bytes(b"not a graph")  # unreadable: PyTorch embeds
+    assert current_exports(index_run(exported)) is None
+    assert recognizer_for(exported).identify(read_volume(scans["ankle"][0])).domain == "ankle"
+    export_run(load_run(exported), overwrite=True)
     card = json.loads((exported / "model.json").read_text())
     card["model_sha256"] = "0" * 64  # the weights changed since the export (as far as it knows)
     (exported / "model.json").write_text(json.dumps(card))
