@@ -179,7 +179,8 @@ def _report(
     lines = [
         f"### {args.study.name} / {args.method} ({dt.date.today().isoformat()})",
         "",
-        f"`python benchmarks/bench_chain.py {args.study} --method {args.method}` on "
+        f"`python benchmarks/bench_chain.py {args.study} --method {args.method}"
+        f"{' --select-on-validation' if selected else ''}` on "
         f"{cpu_description()}, load "
         f"{os.getloadavg()[0]:.1f}; wall {wall:.0f} s; post-processing seconds over all cases: "
         + ", ".join(f"{v} {seconds[v]:.1f}" for v in VARIANTS),
