@@ -2,8 +2,8 @@
 
 Prediction resizes every slice twice (down to the network's size, back to the scan's), and a
 process that imports torch only for that pays about 1.5-2 s before its first case on this
-project's CPUs. These functions compute what ``interpolate`` computes (``align_corners=False``),
-as separable weight matrices applied with two matrix products:
+project's CPUs. These functions compute what ``interpolate`` computes (``align_corners=False``)
+from separable per-axis weights:
 
 * ``bilinear`` with ``antialias=True``: torch's (and Pillow's) anti-aliased filter, a triangle
   stretched by the scale when shrinking, each output's weights normalised to sum 1 over the input
@@ -13,9 +13,12 @@ as separable weight matrices applied with two matrix products:
   ties, the upper one).
 
 The weights are those torch uses; results agree with it to float32 rounding (tests compare both
-for shrinking, enlarging and non-integer scales). Dense weight matrices cost
-``H*h*w + H*w*W`` multiply-adds per slice: 40 slices 384x384 -> 256x256 take about as long as
-torch's kernel on the same two cores, and the products run in the BLAS threads numpy has.
+for shrinking, enlarging and non-integer scales). The columns are resized by one
+``(S*h, w) @ (w, W)`` matrix product, the rows by the few non-zero taps of each output row (2
+for bilinear, about ``2 * scale + 1`` when shrinking). Measured on this project's 2-core CPU
+(under load): 40 slices 384x384 -> 96x96 in 26 ms (torch 36 ms), -> 256x256 in 77 ms (torch 43
+ms), a spine restore 1.5x torch's time: tens of milliseconds per scan against the 1.5-2 s torch
+import it saves.
 """
 
 from __future__ import annotations
