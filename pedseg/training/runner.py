@@ -16,6 +16,7 @@ The library never prints: progress goes to ``callback`` and to :mod:`logging`.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,13 +76,14 @@ LATE_SLACK = 0.05
 class Budget:
     """A wall-clock budget: ``seconds`` counted from ``started`` (a reading of ``clock``).
 
-    After each epoch of the first half of the run, its number of epochs is fitted to the budget:
-    as many as the remaining time holds at the measured pace (the mean epoch, steps, validation
-    and checkpoints, the first epoch left out once there are others: it pays for warm-up),
+    After each epoch, until the epochs have taken half the budget, the run's number of epochs is
+    fitted to the budget: as many as the remaining time holds at the measured pace (the median epoch,
+    steps, validation and checkpoints, so that one epoch slowed by another job does not set the
+    pace; the first epoch left out once there are others: it pays for warm-up),
     keeping :data:`BUDGET_RESERVE` of the budget for the end of the run; a change of less than
     :data:`REFIT_TOLERANCE` is ignored. The learning-rate schedule spans the fitted epochs, so it
-    completes on time. From the second half on the horizon only shrinks, when at the pace of the
-    last :data:`LATE_PACE_EPOCHS` epochs the run would end more than :data:`LATE_SLACK` after the
+    completes on time. From then on the horizon only shrinks, when at the pace of the last
+    :data:`LATE_PACE_EPOCHS` epochs the run would end more than :data:`LATE_SLACK` after the
     budget (another job took the cores): the decay then steps down to the shorter schedule
     instead of the run ending late.
     """
@@ -197,20 +199,23 @@ def _record_fitted_epochs(job: Job) -> None:
 
 def _fit_to_budget(job: Job) -> None:
     """Fit the run's epochs to its budget (see :class:`Budget`; rank 0 decides, every rank
-    follows): during the first half both ways at the mean pace, from then on only shorter, at the
-    pace of the last epochs, when the run would overrun (the machine got slower)."""
+    follows): until the epochs have taken half the budget both ways at the median pace, from then
+    on only shorter, at the pace of the last epochs, when the run would overrun (the machine got
+    slower)."""
     run = job.run
     if job.budget is None:
         return
-    late = run.epoch > job.epochs / 2 and run.fitted_epochs is not None
     fitted = 0
     if job.info.is_main and run.history:
         times = [float(row["seconds"]) for row in run.history]
+        # Late once the epochs have taken half the budget, not by the epochs fitted so far: one
+        # slow epoch early on (another job took the cores) must not shrink the horizon for good.
+        late = sum(times) > job.budget.seconds / 2 and run.fitted_epochs is not None
         if late:
             recent = times[-LATE_PACE_EPOCHS:]
             pace = sum(recent) / len(recent)
-        else:
-            pace = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else times[0]
+        else:  # the median: a transient slowdown is not the pace of the rest of the run
+            pace = statistics.median(times[1:]) if len(times) > 1 else times[0]
         fitted = job.budget.fit(pace, done=run.epoch)
         current = run.fitted_epochs
         keep = late and current is not None and not job.budget.overruns(pace, current - run.epoch)

@@ -169,3 +169,46 @@ def test_a_budget_run_that_slows_down_late_still_ends_on_time(
     total = result.epochs * 3
     assert int(last["step"]) == total  # the (shortened) schedule completed
     assert float(last["lr"]) == pytest.approx(schedule_of(config).lr_at(total - 1, total))
+
+
+class SwitchedTicks(Ticks):
+    """A fake clock whose readings advance by ``step`` (set while the run goes on)."""
+
+    step = 1.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_one_slow_early_epoch_does_not_cut_the_run_short(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Epoch 2 twelve times slower (another job for a while): the fit at its pace would leave
+    three more epochs; the run goes back to the steady pace and uses its budget."""
+    config = tiny_config(epochs=20, schedule="cosine", min_lr_ratio=0.01)
+    clock = SwitchedTicks()
+
+    def slow_second_epoch(event: TrainEvent) -> None:
+        if event.kind == "epoch_end":
+            clock.step = 12.0 if event.epoch == 1 else 1.0
+
+    budget = Budget(seconds=600.0, started=0.0, clock=clock)
+    result = train(
+        config,
+        specs,
+        out=tmp_path / "run",
+        cache_root=cache_root,
+        budget=budget,
+        clock=clock,
+        callback=slow_second_epoch,
+    )
+    times = [float(row["seconds"]) for row in result.history]
+    assert times[1] > 5 * times[2]  # the slow epoch happened
+    pace = max(times[2:])
+    assert 600.0 * (1 - BUDGET_RESERVE) - 2 * pace <= clock.now <= 600.0 * 1.1
+    last = result.history[-1]
+    assert int(last["step"]) == result.epochs * 3  # the schedule completed
