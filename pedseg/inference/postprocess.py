@@ -9,7 +9,9 @@ members are renumbered by their order along the chain's axis. Then per label, in
    A :class:`ComponentRule` for the label, decided from the training labels (how many major
    components a training case has, e.g. 2 femurs; the smallest one's volume), replaces this step:
    keep the ``keep`` largest components (0 = all) and drop those below ``min_volume_mm3``, the
-   largest always kept (ties as above, by size then first voxel).
+   largest always kept (ties as above, by size then first voxel). A chain member, once
+   renumbered, keeps its slot instead (:func:`slot_rules`: every component of at least a chain
+   unit, e.g. the two halves of a vertebra the network left apart).
 2. *Closing* (``spec.closing``): a binary closing of the kept mask with the structuring element
    :func:`ball` (``spec.closing_radius`` in voxels, or in mm with ``spec.closing_unit == "mm"``).
 
@@ -56,6 +58,7 @@ __all__ = [
     "dilate",
     "erode",
     "postprocess",
+    "slot_rules",
 ]
 
 MAX_HALF_EXTENT = 100
@@ -126,10 +129,11 @@ def postprocess(
     """
     array = _check_labels(labels)
     steps = _check_spacing(spacing)
+    rules = dict(components or {})
     if chain is not None:
         array = order_chain(array, chain, spacing=steps)
+        rules.update(slot_rules(chain))
     ids = _present_ids(array) if label_ids is None else _check_ids(label_ids)
-    rules = dict(components or {})
     out = array.copy()
     if not (spec.largest_component or spec.closing or rules) or not ids:
         return out.view(labels.dtype) if labels.dtype == np.bool_ else out
@@ -141,6 +145,20 @@ def postprocess(
         rule = rules.get(label_id, ComponentRule(1) if spec.largest_component else None)
         _process_label(array, out, label_id, rule=rule, voxel_mm3=voxel_mm3, element=element)
     return out.view(labels.dtype) if labels.dtype == np.bool_ else out
+
+
+def slot_rules(chain: ChainRule) -> dict[int, ComponentRule]:
+    """The component rule of each chain member once :func:`order_chain` has numbered it: keep
+    its slot, i.e. every component of at least a unit (``min_unit_mm3``), and drop the debris.
+
+    After the renumbering a member label is one slot's units: one vertebra, which the 2D network
+    often leaves in pieces (its left and right halves, separate where the middle sagittal slices
+    were missed). Keeping only the largest component would cut a correctly numbered vertebra in
+    half; the slot already is the single instance the member stands for.
+    """
+    if len(chain.ids) < 2 or chain.gap_mm <= 0:  # order_chain leaves such a chain as it is
+        return {}
+    return {label_id: ComponentRule(0, chain.min_unit_mm3) for label_id in chain.ids}
 
 
 def _process_label(

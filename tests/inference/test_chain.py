@@ -141,6 +141,24 @@ def test_postprocess_renumbers_before_its_component_rules(value: int) -> None:
     assert not np.array_equal(without, out)
 
 
+def test_a_member_keeps_both_halves_of_its_body_and_drops_debris() -> None:
+    """The network missed the middle sagittal slices of L3: its two halves are separate
+    components. Keeping the largest would cut the vertebra in half; the member keeps its slot."""
+    predicted = _spine([1, 2, 3, 4, 5])
+    top = 6 + 2 * GAP
+    predicted[top : top + HEIGHT, 6:16, 7:9] = 0  # halves of 8 x 10 x 4 voxels: units
+    predicted[top : top + HEIGHT, 6:16, 3:7] = 2  # and the left one called L2
+    predicted[1:3, 1:3, 1:3] = 3  # a speck far above, below a unit
+    spec = PostprocessSpec(largest_component=True, closing=False)
+    out = postprocess(predicted, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5], chain=RULE)
+    expected = _spine([1, 2, 3, 4, 5])
+    expected[top : top + HEIGHT, 6:16, 7:9] = 0
+    np.testing.assert_array_equal(out, expected)
+    # the same labels without the chain: L3's largest component only, the speck dropped
+    plain = postprocess(expected, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5])
+    assert int((plain == 3).sum()) == int((expected == 3).sum()) // 2
+
+
 class LevelNet(torch.nn.Module):
     """Class k where the (z-scored) intensity is nearest ``levels[k]``: the network's labels are
     the intensities the test draws."""
