@@ -277,3 +277,6 @@ def test_budget_plans_each_fold_from_its_training_data(
     assert budgets == [4.0]
     settings = json.loads((out / "crossval.json").read_text())["settings"]
     assert settings["budget_s"] == 4.0 and settings["explicit"] == ["base_width"]
+    note = settings_note(out) or ""  # not the unplanned config's sizes: the budget, what was given
+    assert "planned for a 0.0666667-minute budget" in note and note.endswith("given: base_width 4")
+    assert "batch_size" not in note
