@@ -9,9 +9,9 @@ members are renumbered by their order along the chain's axis. Then per label, in
    A :class:`ComponentRule` for the label, decided from the training labels (how many major
    components a training case has, e.g. 2 femurs; the smallest one's volume), replaces this step:
    keep the ``keep`` largest components (0 = all) and drop those below ``min_volume_mm3``, the
-   largest always kept (ties as above, by size then first voxel). A chain member, once
-   renumbered, keeps its slot instead (:func:`slot_rules`: every component of at least a chain
-   unit, e.g. the two halves of a vertebra the network left apart).
+   largest always kept (ties as above, by size then first voxel). A chain member with either
+   step, once renumbered, keeps its slot instead (:func:`slot_rules`: every component of at least
+   a chain unit, e.g. the two halves of a vertebra the network left apart).
 2. *Closing* (``spec.closing``): a binary closing of the kept mask with the structuring element
    :func:`ball` (``spec.closing_radius`` in voxels, or in mm with ``spec.closing_unit == "mm"``).
 
@@ -132,7 +132,9 @@ def postprocess(
     rules = dict(components or {})
     if chain is not None:
         array = order_chain(array, chain, spacing=steps)
-        rules.update(slot_rules(chain))
+        # The slot replaces a member's component step; a member without one keeps none.
+        slots = slot_rules(chain).items()
+        rules.update({i: r for i, r in slots if i in rules or spec.largest_component})
     ids = _present_ids(array) if label_ids is None else _check_ids(label_ids)
     out = array.copy()
     if not (spec.largest_component or spec.closing or rules) or not ids:

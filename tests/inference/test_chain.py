@@ -157,6 +157,11 @@ def test_a_member_keeps_both_halves_of_its_body_and_drops_debris() -> None:
     # the same labels without the chain: L3's largest component only, the speck dropped
     plain = postprocess(expected, spec=spec, spacing=SPACING, label_ids=[1, 2, 3, 4, 5])
     assert int((plain == 3).sum()) == int((expected == 3).sum()) // 2
+    # no component step asked for: the chain renumbers and every component stays, the speck too
+    off = PostprocessSpec(largest_component=False, closing=False)
+    kept = postprocess(predicted, spec=off, spacing=SPACING, label_ids=[1, 2, 3, 4, 5], chain=RULE)
+    assert kept[1, 1, 1] == 3
+    np.testing.assert_array_equal(kept[3:], expected[3:])
 
 
 class LevelNet(torch.nn.Module):
