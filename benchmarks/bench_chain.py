@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from recording import append_record  # benchmarks/recording.py (the script's folder)
 
 from pedseg.data.dataset import Case, list_cases
 from pedseg.data.fingerprint import compute_fingerprint
@@ -106,12 +107,7 @@ def main() -> int:
     text = _report(args, rows, chains, selected, seconds, time.monotonic() - started)
     print(text)
     if args.record:
-        out = Path(__file__).parent / "results" / "chain.md"
-        header = (
-            "" if out.exists() else "# Label-chain renumbering on cross-validation test cases\n\n"
-        )
-        with out.open("a", encoding="utf-8") as handle:
-            handle.write(header + text + "\n")
+        append_record("chain.md", "Label-chain renumbering on cross-validation test cases", text)
     return 0
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import cc3d
 import numpy as np
+from recording import append_record  # benchmarks/recording.py (the script's folder)
 from scipy import ndimage
 
 from pedseg.data.dataset import list_cases
@@ -150,10 +151,7 @@ def main() -> int:
     text = _report(args, methods, rows, time.monotonic() - started)
     print(text)
     if args.record:
-        out = Path(__file__).parent / "results" / "components.md"
-        header = "" if out.exists() else "# Component rules on cross-validation test cases\n\n"
-        with out.open("a", encoding="utf-8") as handle:
-            handle.write(header + text + "\n")
+        append_record("components.md", "Component rules on cross-validation test cases", text)
     return 0
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ood_scans import KINDS, derived, phantoms  # benchmarks/ood_scans.py (the script's folder)
+from recording import append_record  # benchmarks/recording.py (the script's folder)
 
 from pedseg.data.dataset import list_cases
 from pedseg.domains.registry import DomainRegistry, parse_data_overrides
@@ -114,10 +115,7 @@ def main() -> int:
     text = report(args, used, outcomes, failed, wall=wall, load=load)
     print(text)
     if args.record:
-        out = Path(__file__).parent / "results" / "ood.md"
-        header = "" if out.exists() else "# Out-of-distribution flagging of `pedseg predict`\n\n"
-        with out.open("a", encoding="utf-8") as handle:
-            handle.write(header + text + "\n")
+        append_record("ood.md", "Out-of-distribution flagging of `pedseg predict`", text)
     return 0
 
 
