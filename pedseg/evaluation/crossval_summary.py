@@ -109,12 +109,12 @@ def settings_note(folder: Path) -> str | None:
     budget = settings.get("budget_s")
     if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
         # The stored config is what the plan started from, not what ran: say so, and what the
-        # user fixed (the planned sizes, widths and steps are in each run's model.json).
+        # user fixed (the planned sizes, widths and steps are in each run's card).
         given = [key for key in settings.get("explicit") or () if key in training]
         fixed = ", ".join(f"{key} {_setting(key, training[key])}" for key in given)
         return (
             f"{head}: every (method, fold) planned for a {budget / 60:g}-minute budget from its "
-            "fold's training data (image size, width, batch and steps in each run's model.json)"
+            "fold's training data (image size, width, batch and steps: each run's card)"
             + (f"; given: {fixed}" if fixed else "")
         )
     shown = ", ".join(f"{key} {_setting(key, value)}" for key, value in training.items())
