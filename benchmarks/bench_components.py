@@ -40,6 +40,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cc3d
@@ -104,25 +105,16 @@ def main() -> int:
                     volume = read_volume(case.image)
                     reference = read_label(case.label or case.image, allowed=(0, *spec.label_ids))
                     raw = predictor.predict(volume).labels
-                    spacing, ids = volume.spacing, spec.label_ids
+                    spacing = volume.spacing
                     renumbered = raw if chain is None else order_chain(raw, chain, spacing=spacing)
-                    maps = {
-                        "largest": postprocess(
-                            renumbered,
-                            spec=spec.postprocess,
-                            spacing=spacing,
-                            label_ids=ids,
-                            components=rules,
-                        ),
-                        "slots": postprocess(
-                            raw,
-                            spec=spec.postprocess,
-                            spacing=spacing,
-                            label_ids=ids,
-                            components=rules,
-                            chain=chain,
-                        ),
-                    }
+                    clean = partial(
+                        postprocess,
+                        spec=spec.postprocess,
+                        spacing=spacing,
+                        label_ids=spec.label_ids,
+                        components=rules,
+                    )
+                    maps = {"largest": clean(renumbered), "slots": clean(raw, chain=chain)}
                     scored = {
                         v: evaluate_labels(case_id, m, reference, spec=spec)
                         for v, m in maps.items()
