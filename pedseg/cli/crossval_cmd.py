@@ -18,6 +18,7 @@ from pedseg.cli.options import (
     epochs_option,
     given_options,
     image_size_option,
+    keep_option,
     lam_option,
     lr_option,
     out_option,
@@ -78,6 +79,7 @@ def crossval(
     tau: float = tau_option(),
     lam: float = lam_option(),
     seg_loss: str | None = seg_loss_option(),
+    keep: str | None = keep_option(),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
     steps_per_epoch: int | None = steps_per_epoch_option(),
     tta: bool = typer.Option(
@@ -110,6 +112,7 @@ def crossval(
         "tau": tau,
         "lam": lam,
         "seg_loss": seg_loss,
+        "keep": keep,
         "seed": seed,
         "steps_per_epoch": steps_per_epoch,
         "device": device,

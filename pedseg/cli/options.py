@@ -167,6 +167,16 @@ def seg_loss_option() -> Any:
     )
 
 
+def keep_option() -> Any:
+    """``--keep``: which epoch's weights a run keeps as its model."""
+    return typer.Option(
+        None,
+        "--keep",
+        help="Weights the run keeps: final (end of the schedule; recipe pedseg) | best (highest "
+        "validation Dice; recipe paper).",
+    )
+
+
 def steps_per_epoch_option() -> Any:
     """``--steps-per-epoch``."""
     return typer.Option(

@@ -46,8 +46,16 @@ def epoch_lines(event: TrainEvent) -> None:
 
 def trained_line(what: str, result: TrainResult) -> str:
     """The closing line of a training command."""
+    kept = ""
+    if result.weights_epoch and result.weights_epoch != result.best_epoch:
+        dice = (
+            ""
+            if result.weights_metric is None
+            else f", validation Dice {result.weights_metric:.3f}"
+        )
+        kept = f"; kept the final weights (epoch {result.weights_epoch}{dice})"
     return (
-        f"{what}: best epoch {result.best_epoch}, validation Dice {result.best_metric:.3f}; "
+        f"{what}: best epoch {result.best_epoch}, validation Dice {result.best_metric:.3f}{kept}; "
         f"run folder {result.run_dir}"
     )
 

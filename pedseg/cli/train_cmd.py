@@ -18,6 +18,7 @@ from pedseg.cli.options import (
     epochs_option,
     given_options,
     image_size_option,
+    keep_option,
     lam_option,
     lr_option,
     more_domains_argument,
@@ -44,6 +45,7 @@ _FLAGS = {
     "amp": "--amp",
     "resume": "--resume",
     "compile_model": "--compile",
+    "keep": "--keep",
 }
 
 
@@ -80,6 +82,7 @@ def train(
     tau: float = tau_option(),
     lam: float = lam_option(),
     seg_loss: str | None = seg_loss_option(),
+    keep: str | None = keep_option(),
     seed: int = typer.Option(
         0, "--seed", help="Seed of initialisation, split, sampling, augmentation."
     ),
@@ -129,6 +132,7 @@ def train(
         "tau": tau,
         "lam": lam,
         "seg_loss": seg_loss,
+        "keep": keep,
         "seed": seed,
         "steps_per_epoch": steps_per_epoch,
         "device": device,

@@ -189,8 +189,8 @@ def collect_embeddings(
                 model.embed, spec, image_size=model.image_size, val_cases=val, options=options
             )
         )
-    epoch = run.card.best_epoch if run.card.kind == "model" else None
-    title = f"{run.path.name} (best epoch {epoch})" if epoch is not None else run.path.name
+    epoch = run.card.weights_epoch if run.card.kind == "model" else None
+    title = f"{run.path.name} (epoch {epoch})" if epoch is not None else run.path.name
     return _stack(title, parts, epoch)
 
 

@@ -10,7 +10,8 @@
   forward pass at a third of a training step's cost per slice, and the checkpoints) + the
   embedding profile of the training slices;
 * epochs: as many validations as fit in ``validation_share`` of the budget, within
-  ``validations`` (10-20), so the best-epoch choice sees the whole run;
+  ``validations`` (10-20), so the curves (and, with ``keep: best``, the best-epoch choice) see
+  the whole run;
 * post-processing per label from the training labels' connected components.
 """
 

@@ -3,13 +3,15 @@
 A card of kind ``model`` describes one network: its :class:`~pedseg.models.build.ModelConfig`, the
 classes of each head, the in-plane size, the domains in model order with their full descriptors and
 content hashes, each domain's label mapping, the training configuration (no case ids, no paths), the
-best epoch and metric, the SHA-256 of the weights and of every other artifact written since
+best epoch and metric, the epoch the weights come from and its metric (the best epoch's, or the
+last's when the run keeps its final weights), the SHA-256 of the weights and of every other artifact written since
 (``artifacts``: domain profiles, ONNX exports), and where it came from (``extended_from``,
 ``adapted``). A card of kind ``baseline`` lists one member run folder per domain (``members``).
 
 Format history: 1 (pedseg 0.1 before the run-folder contract) had no ``artifacts``; it is read as
-format 2 with no artifact hashes recorded. Cards of a newer format are refused with the version that
-wrote them. Unknown fields are refused: a card is never half-understood.
+format 2 with no artifact hashes recorded. 2 had no ``weights_epoch`` / ``weights_metric``: its
+weights were always the best epoch's, and it is read so. Cards of a newer format are refused with
+the version that wrote them. Unknown fields are refused: a card is never half-understood.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from pedseg.runfolder.layout import RunLayout
 
 __all__ = ["CARD_FORMAT", "CardKind", "ModelCard", "read_card", "write_card"]
 
-CARD_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+CARD_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 CardKind = Literal["model", "baseline"]
 ComponentLimits = tuple[int, float]
 KINDS: tuple[str, ...] = ("model", "baseline")
@@ -51,6 +53,8 @@ CARD_FIELDS = {
     "label_mapping",
     "best_epoch",
     "best_metric",
+    "weights_epoch",
+    "weights_metric",
     "model_sha256",
     "artifacts",
     "extended_from",
@@ -78,6 +82,10 @@ class ModelCard:
     label_mapping: Mapping[str, LabelMapping] = field(default_factory=dict)
     best_epoch: int = 0
     best_metric: float | None = None
+    weights_epoch: int = 0
+    """The epoch the weights come from (``best_epoch`` unless the run kept its final weights)."""
+    weights_metric: float | None = None
+    """Their mean validation Dice."""
     model_sha256: str = ""
     artifacts: Mapping[str, str] = field(default_factory=dict)
     extended_from: Mapping[str, Any] | None = None
@@ -103,6 +111,8 @@ class ModelCard:
         training: Mapping[str, Any],
         best_epoch: int = 0,
         best_metric: float | None = None,
+        weights_epoch: int | None = None,
+        weights_metric: float | None = None,
         postprocess: Mapping[str, Mapping[str, ComponentLimits]] | None = None,
         label_chains: Mapping[str, LabelChain] | None = None,
     ) -> ModelCard:
@@ -124,6 +134,8 @@ class ModelCard:
             label_mapping={m.domain: m for m in mappings},
             best_epoch=best_epoch,
             best_metric=best_metric,
+            weights_epoch=best_epoch if weights_epoch is None else weights_epoch,
+            weights_metric=best_metric if weights_epoch is None else weights_metric,
             postprocess={k: dict(v) for k, v in (postprocess or {}).items()},
             label_chains=dict(label_chains or {}),
         )
@@ -202,6 +214,8 @@ class ModelCard:
             label_mapping={n: self.label_mapping[n].to_dict() for n in self.domains},
             best_epoch=self.best_epoch,
             best_metric=self.best_metric,
+            weights_epoch=self.weights_epoch,
+            weights_metric=self.weights_metric,
             model_sha256=self.model_sha256,
             artifacts=dict(self.artifacts),
         )

@@ -94,11 +94,13 @@ class CardParser:
             raise self.fail(f"image_size must be [H, W], got {raw['image_size']!r}")
         descriptors = {name: self.spec(raw, name, common["descriptor_hashes"]) for name in domains}
         mappings = {name: self.mapping(raw, descriptors[name], num_classes) for name in domains}
-        best = raw.get("best_metric")
-        if best is not None and (
-            isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
-        ):
-            raise self.fail(f"best_metric must be a finite number or null, got {best!r}")
+        best = self.metric(raw, "best_metric")
+        best_epoch = self.int_value(raw, "best_epoch", default=0)
+        if "weights_epoch" in raw:
+            weights_epoch = self.int_value(raw, "weights_epoch", default=0)
+            weights = self.metric(raw, "weights_metric")
+        else:  # format 1-2: the weights were the best epoch's
+            weights_epoch, weights = best_epoch, best
         return ModelCard(
             kind="model",
             model=model,
@@ -106,8 +108,10 @@ class CardParser:
             image_size=(size[0], size[1]),
             descriptors=descriptors,
             label_mapping=mappings,
-            best_epoch=self.int_value(raw, "best_epoch", default=0),
-            best_metric=None if best is None else float(best),
+            best_epoch=best_epoch,
+            best_metric=best,
+            weights_epoch=weights_epoch,
+            weights_metric=weights,
             model_sha256=self.sha(raw.get("model_sha256"), "model_sha256"),
             artifacts={
                 str(k): self.sha(v, f"artifacts.{k}")
@@ -121,6 +125,18 @@ class CardParser:
         )
 
     # -- single fields
+    def metric(self, raw: Mapping[str, Any], key: str) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise self.fail(f"{key} must be a finite number or null, got {value!r}")
+        return float(value)
+
     def typed(self, raw: Mapping[str, Any], key: str, kind: type, *, default: Any = ...) -> Any:
         if key not in raw and default is not ...:
             return default

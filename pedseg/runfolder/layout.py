@@ -3,7 +3,8 @@
 ```
 RUN/
   model.json             the model card (:mod:`pedseg.runfolder.card`)
-  model.safetensors      weights of the best epoch (no pickle); SHA-256 in the card
+  model.safetensors      the kept weights (no pickle): the final or the best epoch's (``keep``);
+                         SHA-256 in the card
   metrics.csv            one row per epoch
   curves.png             losses and validation Dice per epoch
   domains.safetensors    per-domain embedding profiles (recognition); SHA-256 in the card

@@ -3,7 +3,7 @@
 See :mod:`pedseg.inference.recognition` for the geometry and how profiles identify scans. A run holds
 ``domains.safetensors`` (centroids and origin; metadata: spread and the weights' SHA-256) and the
 readable ``domains.json``; the card records the profile file's SHA-256, checked on every read.
-Profiles are computed at the end of training from the saved best weights.
+Profiles are computed at the end of training from the run's kept weights.
 
 Cross centroids: besides its own cluster, domain ``k``'s profile holds, for every other domain ``j``
 whose training scans were available, the centroid of ``j``'s scans *preprocessed as k and embedded

@@ -40,9 +40,10 @@ ARCHS: tuple[str, ...] = ("unet", "attention-unet")
 AMP_MODES: tuple[str, ...] = ("auto", "bf16", "off")
 SEG_LOSSES: tuple[str, ...] = ("ce", "dice-ce")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "poly")
+KEEP_CHOICES: tuple[str, ...] = ("final", "best")
 
 #: Keys that may differ between a run and its resumption (they do not change the results).
-RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "num_workers"})
+RESUMABLE_CHANGES: frozenset[str] = frozenset({"epochs", "num_workers", "keep"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class TrainConfig:
         warmup_steps: steps of linear warm-up at the start of the run (0 = none).
         min_lr_ratio: the fraction of ``lr`` a decaying schedule ends at.
         poly_power: exponent of the ``poly`` decay (nnU-Net: 0.9).
+        keep: which epoch's weights the run keeps as its model: ``best`` (highest mean
+            validation Dice; the paper's held-out validation examination) | ``final`` (the end of
+            the schedule; measured better on held-out cases with one or two validation cases per
+            domain: ``benchmarks/results/selection.md``). Both checkpoints are kept either way.
     """
 
     domains: tuple[str, ...]
@@ -108,6 +113,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     poly_power: float = 0.9
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         domains = _as_names(self.domains)
@@ -130,6 +136,7 @@ class TrainConfig:
         _check_int("seed", self.seed, 0)
         _check_int("num_workers", self.num_workers, 0)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("keep", self.keep, KEEP_CHOICES)
         _check_int("warmup_steps", self.warmup_steps, 0)
         _check_float("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         _check_float("poly_power", self.poly_power, low=0.0, low_open=True)

@@ -43,7 +43,7 @@ class TrainResult:
     """A finished run: where it is and how it went.
 
     For the baseline scheme ``members`` holds each domain's own result and the top-level fields
-    summarise them (``best_metric`` = mean of the members').
+    summarise them (``best_metric`` and ``weights_metric`` = means of the members').
     """
 
     run_dir: Path
@@ -52,6 +52,10 @@ class TrainResult:
     best_metric: float
     history: tuple[Mapping[str, Any], ...] = ()
     members: Mapping[str, TrainResult] = field(default_factory=dict)
+    weights_epoch: int = 0
+    """The epoch of the weights the run folder holds (its config's ``keep``: best or final)."""
+    weights_metric: float | None = None
+    """Their mean validation Dice (for the baseline scheme: the mean of the members')."""
 
     @property
     def model_path(self) -> Path:

@@ -213,7 +213,15 @@ def extend_run(
     job.emit("run_end", epoch=job.run.epoch, steps=job.steps)
     state = job.run
     history = tuple(state.history)
-    return TrainResult(out, state.epoch, state.best_epoch, state.best_metric, history=history)
+    return TrainResult(
+        out,
+        state.epoch,
+        state.best_epoch,
+        state.best_metric,
+        history=history,
+        weights_epoch=state.weights_epoch,
+        weights_metric=state.weights_metric,
+    )
 
 
 def _store_profile(base: LoadedRun, out: RunLayout, data: DomainData, device: torch.device) -> None:
@@ -260,6 +268,8 @@ def _extended_card(
         },
         best_epoch=progress.best_epoch,
         best_metric=progress.best_metric,
+        weights_epoch=progress.weights_epoch,
+        weights_metric=progress.weights_metric,
         artifacts={},
         pedseg_version=__version__,
         extended_from={"model_sha256": base.model_sha256, "domain": spec.name},

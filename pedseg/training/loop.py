@@ -143,12 +143,14 @@ def _train_baseline(
         write_card(layout, card)
         set_last_run(out)
     best = [m.best_metric for m in members.values()]
+    kept = [m.weights_metric for m in members.values() if m.weights_metric is not None]
     return TrainResult(
         run_dir=out,
         epochs=max(m.epochs for m in members.values()),
         best_epoch=0,
         best_metric=float(sum(best) / len(best)),
         members=members,
+        weights_metric=float(sum(kept) / len(kept)) if len(kept) == len(members) else None,
     )
 
 
@@ -230,7 +232,7 @@ def _train_model(
         logger.info("resuming %s after epoch %d (step %d)", out, job.run.epoch, job.run.global_step)
     job.emit("run_start", epoch=job.run.epoch + 1, steps=job.steps)
     run_epochs(job)
-    if info.is_main:  # domain recognition: profile the best weights' embedding per domain
+    if info.is_main:  # domain recognition: profile the kept weights' embedding per domain
         profile_run(
             out, domains, specs=specs, image_size=image_size, seed=config.seed, device=device
         )
@@ -243,6 +245,8 @@ def _train_model(
         best_epoch=run.best_epoch,
         best_metric=run.best_metric,
         history=tuple(run.history),
+        weights_epoch=run.weights_epoch,
+        weights_metric=run.weights_metric,
     )
 
 
@@ -299,6 +303,8 @@ def _make_job(
             training=training,
             best_epoch=progress.best_epoch,
             best_metric=progress.best_metric,
+            weights_epoch=progress.weights_epoch,
+            weights_metric=progress.weights_metric,
             postprocess=rules.components,
             label_chains=rules.chains,
         )

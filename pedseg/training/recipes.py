@@ -1,11 +1,13 @@
 """Training recipes: the values a run starts from, before a plan and the user's own options.
 
 * ``paper``: Boutillon et al. 2021 exactly: the cross-entropy of Eq. 2 (+ the contrastive term),
-  Adam 1e-4 at a constant rate, batch 32, 30 epochs, 256x256 slices, UNet width 32 (5 levels).
+  Adam 1e-4 at a constant rate, batch 32, 30 epochs, 256x256 slices, UNet width 32 (5 levels);
+  the weights of the best validation epoch (one examination per dataset retained for validation).
 * ``pedseg`` (the default): what pedseg measured to converge in the steps a user has
   (``benchmarks/RESULTS.md``): Eq. 2 cross-entropy plus a soft Dice term, Adam 1e-3 with a short
-  linear warm-up and a cosine decay to 1 % of the rate at the end of the run; sizes as the paper
-  (or the descriptors'). A deviation from the paper, documented in README and docs/planning.md.
+  linear warm-up and a cosine decay to 1 % of the rate at the end of the run, keeping the final
+  weights (not the best validation epoch's); sizes as the paper (or the descriptors'). A deviation
+  from the paper, documented in README and docs/planning.md.
 
 Precedence, lowest first: the recipe, a plan (``--plan``/``--budget``), options given explicitly.
 """
@@ -31,6 +33,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "image_size": (256, 256),
         "base_width": 32,
         "depth": 5,
+        "keep": "best",
     },
     "pedseg": {
         "seg_loss": "dice-ce",
@@ -43,6 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "image_size": None,
         "base_width": 32,
         "depth": 5,
+        "keep": "final",
     },
 }
 DEFAULT_RECIPE = "pedseg"

@@ -27,6 +27,10 @@ class RunState:
     fitted_epochs: int | None = None
     """The epochs a wall-clock budget fitted the run to (``None``: the config's); fixed once,
     after the first epoch, and kept by a resume so that the schedule's horizon never moves."""
+    weights_epoch: int = 0
+    """The epoch of the weights the run folder holds (``config.keep``: the best or the last)."""
+    weights_metric: float | None = None
+    """Their mean validation Dice."""
 
     def to_json(
         self,
@@ -44,6 +48,8 @@ class RunState:
             "best_epoch": self.best_epoch,
             "history": self.history,
             "fitted_epochs": self.fitted_epochs,
+            "weights_epoch": self.weights_epoch,
+            "weights_metric": self.weights_metric,
             "config": config.to_dict(),
             "descriptors": {s.name: s.to_dict(include_data=False) for s in specs},
             "descriptor_hashes": {s.name: s.content_hash() for s in specs},
@@ -54,11 +60,16 @@ class RunState:
     @classmethod
     def from_json(cls, state: Mapping[str, Any]) -> RunState:
         best = state.get("best_metric")
+        best_epoch = int(state.get("best_epoch", 0))
+        # a checkpoint of an older pedseg: its run folder held the best epoch's weights
+        weights = state.get("weights_metric", best)
         return cls(
             epoch=int(state["epoch"]),
             global_step=int(state["global_step"]),
             best_metric=float("-inf") if best is None else float(best),
-            best_epoch=int(state.get("best_epoch", 0)),
+            best_epoch=best_epoch,
+            weights_epoch=int(state.get("weights_epoch", best_epoch)),
+            weights_metric=None if weights is None else float(weights),
             history=[dict(row) for row in state.get("history", [])],
             fitted_epochs=None
             if state.get("fitted_epochs") is None

@@ -1,11 +1,13 @@
 """The epoch runner: one loop for every kind of training (``train``, ``add-domain --to-model``).
 
 Per epoch: ``job.steps`` balanced, augmented batches (Adam), then validation on the held-out cases,
-then (rank 0) the ``latest`` checkpoint and, when the mean validation Dice improves or ties (ties go
-to the later epoch), the ``best`` checkpoint, the weights and the card; ``metrics.csv`` is rewritten
-from the run's history each epoch and ``curves.png`` when epochs are slow or the run ends. A
-non-finite loss stops the run with a :class:`TrainingError` naming the epoch and step before any
-weight is updated with it, and no checkpoint is ever written from non-finite weights.
+then (rank 0) the ``latest`` checkpoint, the ``best`` checkpoint when the mean validation Dice
+improves or ties (ties go to the later epoch), and the weights and the card: every epoch when the
+run keeps its final weights (``config.keep``), with the ``best`` checkpoint otherwise;
+``metrics.csv`` is rewritten from the run's history each epoch and ``curves.png`` when epochs are
+slow or the run ends. A non-finite loss stops the run with a :class:`TrainingError` naming the
+epoch and step before any weight is updated with it, and no checkpoint is ever written from
+non-finite weights.
 
 What differs between kinds of training is data in the :class:`Job`: which parameters the optimizer
 holds, how the network is put in training mode (``set_mode``), how batch chunks are routed to heads
@@ -187,7 +189,7 @@ def run_epochs(job: Job) -> None:
 
 
 def _record_fitted_epochs(job: Job) -> None:
-    """The card of the best weights was written when they were saved; a budget may have refitted
+    """The card of the kept weights was written when they were saved; a budget may have refitted
     the run's epochs since: rewrite its training entry with the epochs that ran (rank 0)."""
     if not job.info.is_main or job.run.fitted_epochs is None or not job.layout.card.is_file():
         return
@@ -360,7 +362,10 @@ def _finish_epoch(
         if is_best:
             run.best_metric = metrics["val_dice"]
             run.best_epoch = epoch
-        _write_epoch(job, is_best=is_best)
+        publish = is_best or config.keep == "final"
+        if publish:
+            run.weights_epoch, run.weights_metric = epoch, float(metrics["val_dice"])
+        _write_epoch(job, is_best=is_best, publish=publish)
         if row["seconds"] >= CURVES_EVERY_EPOCH_AFTER_S:
             plot_curves(job.layout.curves, run.history)
         logger.info(
@@ -378,7 +383,9 @@ def _finish_epoch(
     job.emit("epoch_end", epoch=epoch, steps=job.steps, metrics=dict(row), is_best=is_best)
 
 
-def _write_epoch(job: Job, *, is_best: bool) -> None:
+def _write_epoch(job: Job, *, is_best: bool, publish: bool) -> None:
+    """The ``latest`` checkpoint, the ``best`` one when ``is_best``, and, when ``publish``, the
+    run's weights and card (every epoch with ``keep: final``, on improvement with ``best``)."""
     run, layout = job.run, job.layout
     state = run.to_json(
         config=job.config,
@@ -391,6 +398,6 @@ def _write_epoch(job: Job, *, is_best: bool) -> None:
         save_checkpoint(
             layout.checkpoint(name), model=job.model, optimizer=job.optimizer, state=state
         )
-    if is_best:
+    if publish:
         save_model(layout, job.model, job.make_card(run))
     write_metrics_csv(layout.metrics, run.history)

@@ -73,7 +73,9 @@ def test_the_paper_recipe_is_the_papers_configuration() -> None:
     assert (config.batch_size, config.epochs, config.image_size) == (32, 30, (256, 256))
     assert (config.base_width, config.depth, config.scheme) == (32, 5, "dsl-contrastive")
     assert (config.tau, config.lam, config.augment) == (0.1, 0.1, True)
-    assert TrainConfig(domains=DOMAINS, **recipe_values("pedseg")).schedule == "cosine"
+    assert config.keep == "best"  # one examination per dataset retained for validation
+    ours = TrainConfig(domains=DOMAINS, **recipe_values("pedseg"))
+    assert (ours.schedule, ours.keep) == ("cosine", "final")
 
 
 def _card_training(run: Path) -> dict[str, Any]:
@@ -92,6 +94,13 @@ def test_plan_then_explicit_options(
     training = _card_training(run)
     assert (training["image_size"], training["base_width"], training["lr"]) == ([32, 32], 4, 2e-3)
     assert training["schedule"] == "cosine" and training["epochs"] == 1  # --epochs beats the plan
+    assert training["keep"] == "final"  # the recipe's
+    kept = pedseg(*args, "--out", str(tmp_path / "best"), "--epochs", "1", "--keep", "best")
+    assert kept.code == 0, kept.err
+    assert _card_training(tmp_path / "best")["keep"] == "best"
+    bad = pedseg(*args, "--out", str(tmp_path / "bad"), "--keep", "middle")
+    assert "keep must be one of final, best, got 'middle'" in one_line_error(bad)
+    assert not (tmp_path / "bad").exists()
     refused = pedseg(*args, "--out", str(tmp_path / "r2"), "--budget", "1h")
     assert "--plan and --budget both plan the run" in one_line_error(refused)
     other = write_plan(_tiny_plan(domains=("ankle", "pelvis")), tmp_path / "other.json")

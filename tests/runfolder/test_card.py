@@ -53,14 +53,31 @@ def test_a_format_1_card_is_read_and_its_run_loads(tiny_run: Path, tmp_path: Pat
     assert set(load_profiles(loaded.index)) == {"ankle", "shoulder"}  # read unchecked
 
 
+def test_a_format_2_card_holds_the_best_epochs_weights(tiny_run: Path, tmp_path: Path) -> None:
+    """Before ``keep``, a run folder always held the best epoch's weights."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    raw = _raw(run)
+    raw["format"], raw["best_epoch"], raw["best_metric"] = 2, 7, 0.5
+    del raw["weights_epoch"], raw["weights_metric"]
+    RunLayout(run).card.write_text(json.dumps(raw))
+    card = read_card(run)
+    assert (card.weights_epoch, card.weights_metric) == (7, 0.5)
+    again = tmp_path / "again"
+    again.mkdir()
+    write_card(again, card)
+    assert _raw(again)["format"] == CARD_FORMAT and _raw(again)["weights_epoch"] == 7
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": 3, "pedseg_version": "9.0"}, "written by pedseg 9.0, newer .* upgrade pedseg"),
+        ({"format": 4, "pedseg_version": "9.0"}, "written by pedseg 9.0, newer .* upgrade pedseg"),
         ({"format": 0}, "unknown model format 0"),
         ({"color": "blue"}, "unknown field 'color'"),
         ({"kind": "tree"}, "unknown kind 'tree'"),
         ({"best_metric": "high"}, "best_metric must be a finite number"),
+        ({"weights_metric": float("nan")}, "weights_metric must be a finite number"),
+        ({"weights_epoch": -1}, "weights_epoch must be a non-negative integer"),
         ({"model_sha256": "abc"}, "model_sha256 must be a hex SHA-256"),
         ({"image_size": [256]}, r"image_size must be \[H, W\]"),
     ],

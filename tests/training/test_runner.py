@@ -212,3 +212,53 @@ def test_one_slow_early_epoch_does_not_cut_the_run_short(
     assert 600.0 * (1 - BUDGET_RESERVE) - 2 * pace <= clock.now <= 600.0 * 1.1
     last = result.history[-1]
     assert int(last["step"]) == result.epochs * 3  # the schedule completed
+
+
+def _falling_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation Dice that falls every epoch: the best epoch is the first, the final the last."""
+    import pedseg.training.runner as runner
+
+    scores = iter([0.9, 0.6, 0.3, 0.2, 0.1])
+
+    def validate(*args: object, **kwargs: object) -> dict[str, float]:
+        return {"val_dice": next(scores)}
+
+    monkeypatch.setattr(runner, "validate", validate)
+
+
+@pytest.mark.parametrize(
+    ("keep", "checkpoint", "epoch"), [("final", "latest", 3), ("best", "best", 1)]
+)
+def test_the_run_keeps_the_weights_it_was_told_to(
+    keep: str,
+    checkpoint: str,
+    epoch: int,
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safetensors.torch import load_file
+
+    _falling_validation(monkeypatch)
+    out = tmp_path / "run"
+    result = train(tiny_config(epochs=3, keep=keep), specs, out=out, cache_root=cache_root)
+    card = read_card(out)
+    assert (result.best_epoch, card.best_epoch, card.best_metric) == (1, 1, pytest.approx(0.9))
+    assert (result.weights_epoch, card.weights_epoch) == (epoch, epoch)
+    expected = {1: 0.9, 3: 0.3}[epoch]
+    assert result.weights_metric == card.weights_metric == pytest.approx(expected)
+    weights = load_file(str(out / "model.safetensors"))
+    kept = load_file(str(out / "checkpoints" / checkpoint / "model.safetensors"))
+    other = load_file(
+        str(
+            out
+            / "checkpoints"
+            / ("best" if checkpoint == "latest" else "latest")
+            / "model.safetensors"
+        )
+    )
+    assert all(weights[k].equal(kept[k]) for k in weights)
+    assert not all(weights[k].equal(other[k]) for k in weights)
+    assert card.training["keep"] == keep

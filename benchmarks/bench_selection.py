@@ -1,0 +1,211 @@
+"""Benchmark: which epoch's weights to keep, the best on validation or the final ones.
+
+Every (method, fold) run of a ``pedseg crossval`` folder keeps two checkpoints: ``best`` (the epoch
+whose mean validation Dice was highest; with a few dozen scans that is one or two validation cases
+per domain) and ``latest`` (the end of the run, where the cosine schedule has decayed). Each fold's
+test cases (cases that played no part in its training or its best-epoch choice) are predicted with
+both weights, post-processed as ``pedseg predict`` does, and scored against their reference.
+
+Printed per domain: mean Dice (over each case's labels) with both weights, the paired difference
+final - best per case (mean, sd, better / worse cases, Wilcoxon signed-rank p over the cases),
+case-labels with an MSSD above 30 mm, then per method and fold the two epochs and mean Dice. The
+benchmark never changes the study: each variant is a temporary copy of the run's card and
+artifacts with the checkpoint's verified weights (the card records their SHA-256).
+
+``--record`` appends the Markdown to ``benchmarks/results/selection.md``.
+
+    python benchmarks/bench_selection.py STUDY --data pelvis=../shared/data/pelvis \\
+        --data spine=../shared/data/spine [--method dsl-contrastive-unet ...] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from recording import append_record  # benchmarks/recording.py (the script's folder)
+from scipy import stats
+
+from pedseg.data.dataset import list_cases
+from pedseg.domains.registry import DomainRegistry, parse_data_overrides
+from pedseg.evaluation.evaluate import evaluate_labels
+from pedseg.export.cpu import cpu_description
+from pedseg.inference.predictor import open_predictor
+from pedseg.io import read_label, read_volume
+from pedseg.runfolder import RunLayout, file_sha256
+from pedseg.runfolder.card import read_card, write_card
+from pedseg.runfolder.checkpoint import checkpoint_weights, read_state
+
+VARIANTS = {"best": "best", "final": "latest"}  # variant -> checkpoint
+FAR_MM = 30.0
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    fold: str
+    case: str
+    dice: dict[str, float]  # variant -> mean Dice over the case's labels
+    far: dict[str, int]  # variant -> labels with MSSD > FAR_MM
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--data", action="append", default=[])
+    parser.add_argument(
+        "--method", action="append", default=[], help="default dsl-contrastive-unet"
+    )
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    methods = args.method or ["dsl-contrastive-unet"]
+    started = time.monotonic()
+    folds = json.loads((args.study / "folds.json").read_text())
+    specs = DomainRegistry().resolve(folds["domains"], data=parse_data_overrides(args.data))
+    rows: dict[str, list[Row]] = {}
+    epochs: dict[tuple[str, str, str], dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="pedseg-selection-") as scratch:
+        for method in methods:
+            for fold, parts in sorted(folds["folds"].items(), key=lambda kv: int(kv[0])):
+                for spec in specs:
+                    run = _member(args.study / method / f"fold-{fold}" / "run", spec.name)
+                    if run is None:
+                        print(f"{method} fold {fold}: no run for {spec.name}", file=sys.stderr)
+                        continue
+                    copies = {
+                        variant: _with_checkpoint(
+                            run,
+                            checkpoint,
+                            Path(scratch) / f"{method}-{fold}-{spec.name}-{variant}",
+                        )
+                        for variant, checkpoint in VARIANTS.items()
+                    }
+                    epochs[(method, fold, spec.name)] = {
+                        v: int(read_state(RunLayout(run).checkpoint(c))["epoch"])
+                        for v, c in VARIANTS.items()
+                    }
+                    predictors = {
+                        v: open_predictor(path, spec.name, backend="torch", device="cpu")
+                        for v, path in copies.items()
+                    }
+                    cases = {c.case_id: c for c in list_cases(spec)}
+                    for case_id in parts[spec.name]["test"]:
+                        case = cases[case_id]
+                        volume = read_volume(case.image)
+                        reference = read_label(
+                            case.label or case.image, allowed=(0, *spec.label_ids)
+                        )
+                        scored = {
+                            v: evaluate_labels(
+                                case_id, p.predict(volume).labels, reference, spec=spec
+                            )
+                            for v, p in predictors.items()
+                        }
+                        rows.setdefault(spec.name, []).append(
+                            Row(
+                                method,
+                                fold,
+                                case_id,
+                                {
+                                    v: float(np.mean([m.dice for m in s.metrics]))
+                                    for v, s in scored.items()
+                                },
+                                {
+                                    v: sum(m.mssd > FAR_MM for m in s.metrics)
+                                    for v, s in scored.items()
+                                },
+                            )
+                        )
+    text = _report(args, methods, rows, epochs, time.monotonic() - started)
+    print(text)
+    if args.record:
+        append_record("selection.md", "Best-validation vs final weights", text)
+    return 0
+
+
+def _member(run: Path, domain: str) -> Path | None:
+    """The run folder holding ``domain``'s network (a baseline run holds one per domain)."""
+    if not (run / "model.json").is_file():
+        return None
+    card = read_card(run)
+    if card.kind == "baseline":
+        return run / card.members[domain]
+    return run
+
+
+def _with_checkpoint(run: Path, checkpoint: str, out: Path) -> Path:
+    """A copy of ``run``'s card and artifacts whose weights are those of ``checkpoint``."""
+    layout = RunLayout(run)
+    out.mkdir(parents=True)
+    for item in run.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    target = RunLayout(out)
+    shutil.copy2(checkpoint_weights(layout.checkpoint(checkpoint)), target.weights)
+    write_card(target, replace(read_card(layout), model_sha256=file_sha256(target.weights)))
+    return out
+
+
+def _report(
+    args: argparse.Namespace,
+    methods: list[str],
+    rows: dict[str, list[Row]],
+    epochs: dict[tuple[str, str, str], dict[str, int]],
+    seconds: float,
+) -> str:
+    data = " ".join(f"--data {d}" for d in args.data)
+    lines = [
+        f"### {args.study.name} / {', '.join(methods)} ({dt.date.today().isoformat()})",
+        "",
+        f"`python benchmarks/bench_selection.py {args.study} {data} "
+        + " ".join(f"--method {m}" for m in methods)
+        + f"` on {cpu_description()}, load {os.getloadavg()[0]:.1f}; wall {seconds:.0f} s.",
+        "",
+        "| domain | cases | mean Dice best / final | final - best per case (mean ± sd) "
+        "| better / worse | Wilcoxon p | MSSD > 30 mm best / final |",
+        "|---|---:|---|---|---|---:|---|",
+    ]
+    for domain, items in [*rows.items(), ("all", [r for part in rows.values() for r in part])]:
+        diffs = [r.dice["final"] - r.dice["best"] for r in items]
+        nonzero = [d for d in diffs if abs(d) > 1e-9]
+        p = stats.wilcoxon(nonzero).pvalue if len(nonzero) >= 2 else float("nan")
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+        means = " / ".join(f"{np.mean([r.dice[v] for r in items]):.3f}" for v in VARIANTS)
+        far = " / ".join(str(sum(r.far[v] for r in items)) for v in VARIANTS)
+        shown = "**all**" if domain == "all" else domain
+        lines.append(
+            f"| {shown} | {len(items)} | {means} | {np.mean(diffs):+.3f} ± {sd:.3f} "
+            f"| {sum(d > 1e-4 for d in diffs)} / {sum(d < -1e-4 for d in diffs)} | {p:.3f} "
+            f"| {far} |"
+        )
+    lines += ["", "Per method, pooled over its folds' test cases, mean Dice best / final:", ""]
+    for method in methods:
+        parts = []
+        for domain, items in rows.items():
+            mine = [r for r in items if r.method == method]
+            if mine:
+                means = " / ".join(f"{np.mean([r.dice[v] for r in mine]):.3f}" for v in VARIANTS)
+                parts.append(f"{domain} {means} ({len(mine)} cases)")
+        lines.append(f"- {method}: " + "; ".join(parts))
+    lines += ["", "Per method and fold: epoch best / final, mean Dice best / final:", ""]
+    for (method, fold, domain), pair in epochs.items():
+        part = [r for r in rows.get(domain, []) if r.method == method and r.fold == fold]
+        means = " / ".join(f"{np.mean([r.dice[v] for r in part]):.3f}" for v in VARIANTS)
+        lines.append(
+            f"- {method} fold {fold} {domain}: epoch {pair['best']} / {pair['final']}, {means}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
