@@ -14,7 +14,8 @@ DATA=${PEDSEG_SHARED_DATA:-../shared/data}
 MODE=${1:-budget}
 OUT=${2:-study-$MODE}
 BUDGET=${3:-1h}
-COMMON=(--domains pelvis spine --data "pelvis=$DATA/pelvis" --data "spine=$DATA/spine" --seed 0 -q)
+SEED=${PEDSEG_SEED:-0}  # seeds the fold split and training; the recorded studies used 0
+COMMON=(--domains pelvis spine --data "pelvis=$DATA/pelvis" --data "spine=$DATA/spine" --seed "$SEED" -q)
 case "$MODE" in
   budget)
     pedseg crossval "${COMMON[@]}" --folds 3 --budget "$BUDGET" --schemes dsl-contrastive \
