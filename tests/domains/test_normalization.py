@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -89,3 +91,39 @@ def test_wide_integer_ranges_fall_back_to_numpy() -> None:
 
     array = np.array([0, 1, 2, 1 << 20], dtype=np.int32)  # too wide to count
     assert percentiles(array, (50.0,)) == (1.5,)
+
+
+@given(
+    hnp.arrays(
+        dtype=np.int32,
+        shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 5)),
+        elements=st.integers(-200, 3000),
+    ),
+    st.sampled_from([np.int16, np.uint8, np.uint16, np.int32]),
+)
+def test_integer_volumes_take_their_moments_from_counts(values: np.ndarray, dtype: type) -> None:
+    """z-scores of an integer volume from its histogram equal those of the voxel-wise float32
+    mean / std (to float64 rounding of the moments; identical on the real scans below)."""
+    from pedseg.domains.normalization import _zscore
+
+    info = np.iinfo(dtype)
+    array = np.clip(values, info.min, info.max).astype(dtype)
+
+    reference = _zscore(array.astype(np.float32), in_place=False)
+    np.testing.assert_allclose(zscore(array), reference, rtol=1e-6, atol=1e-6)
+    lo, hi = np.percentile(array.astype(np.float32), [0.5, 99.5])
+    clipped = np.clip(array.astype(np.float32), np.float32(lo), np.float32(hi))
+    expected = _zscore(clipped, in_place=True)
+    np.testing.assert_allclose(percentile_zscore(array), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_real_scans_normalise_bit_for_bit_as_voxel_wise_moments(shared_data: Path) -> None:
+    from pedseg.domains.normalization import _zscore
+    from pedseg.io import read_volume
+
+    for domain in ("pelvis", "spine"):
+        for path in sorted((shared_data / domain / "imagesTr").glob("*.nii.gz"))[:2]:
+            array = read_volume(path).array
+            assert np.issubdtype(array.dtype, np.integer), path
+            reference = _zscore(array.astype(np.float32), in_place=False)
+            np.testing.assert_array_equal(zscore(array), reference)
