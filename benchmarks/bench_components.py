@@ -32,9 +32,7 @@ whose MSSD under *slots* is above 30 mm is given its cause, from the voxels fart
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -47,9 +45,9 @@ import cc3d
 import numpy as np
 from recording import append_record  # benchmarks/recording.py (the script's folder)
 from scipy import ndimage
+from studies import Study, study_arguments  # benchmarks/studies.py
 
 from pedseg.data.dataset import list_cases
-from pedseg.domains.registry import DomainRegistry, parse_data_overrides
 from pedseg.evaluation.evaluate import evaluate_labels
 from pedseg.export.cpu import cpu_description
 from pedseg.inference.chain import order_chain
@@ -74,23 +72,14 @@ class Row:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", type=Path)
-    parser.add_argument("--data", action="append", default=[])
-    parser.add_argument(
-        "--method", action="append", default=[], help="default dsl-contrastive-unet"
-    )
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
-    methods = args.method or ["dsl-contrastive-unet"]
+    args = study_arguments(__doc__.splitlines()[0])
+    methods, specs = args.methods, args.specs
     started = time.monotonic()
-    folds = json.loads((args.study / "folds.json").read_text())
-    specs = DomainRegistry().resolve(folds["domains"], data=parse_data_overrides(args.data))
     rows: dict[str, list[Row]] = {}
     for method in methods:
-        for fold, parts in sorted(folds["folds"].items(), key=lambda kv: int(kv[0])):
+        for fold, parts in args.folds:
             for spec in specs:
-                run = _run_for(args.study / method / f"fold-{fold}")
+                run = _run_for(args.root / method / f"fold-{fold}")
                 if run is None:
                     print(f"{method} fold {fold}: no run for {spec.name}; skipped", file=sys.stderr)
                     continue
@@ -186,13 +175,11 @@ def _causes(
     return tuple(dict.fromkeys(causes))
 
 
-def _report(
-    args: argparse.Namespace, methods: list[str], rows: dict[str, list[Row]], wall: float
-) -> str:
+def _report(args: Study, methods: list[str], rows: dict[str, list[Row]], wall: float) -> str:
     lines = [
-        f"### {args.study.name} / {', '.join(methods)} ({dt.date.today().isoformat()})",
+        f"### {args.root.name} / {', '.join(methods)} ({dt.date.today().isoformat()})",
         "",
-        f"`python benchmarks/bench_components.py {args.study}"
+        f"`python benchmarks/bench_components.py {args.root}"
         + "".join(f" --method {m}" for m in methods)
         + f"` on {cpu_description()}, load {os.getloadavg()[0]:.1f}; wall {wall:.0f} s.",
         "",

@@ -20,9 +20,7 @@ artifacts with the checkpoint's verified weights (the card records their SHA-256
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
 import shutil
 import statistics
@@ -35,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from recording import append_record  # benchmarks/recording.py (the script's folder)
 from scipy import stats
+from studies import Study, study_arguments  # benchmarks/studies.py
 
 from pedseg.data.dataset import list_cases
-from pedseg.domains.registry import DomainRegistry, parse_data_overrides
 from pedseg.evaluation.evaluate import evaluate_labels
 from pedseg.export.cpu import cpu_description
 from pedseg.inference.predictor import open_predictor
@@ -60,25 +58,16 @@ class Row:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", type=Path)
-    parser.add_argument("--data", action="append", default=[])
-    parser.add_argument(
-        "--method", action="append", default=[], help="default dsl-contrastive-unet"
-    )
-    parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
-    methods = args.method or ["dsl-contrastive-unet"]
+    args = study_arguments(__doc__.splitlines()[0])
+    methods, specs = args.methods, args.specs
     started = time.monotonic()
-    folds = json.loads((args.study / "folds.json").read_text())
-    specs = DomainRegistry().resolve(folds["domains"], data=parse_data_overrides(args.data))
     rows: dict[str, list[Row]] = {}
     epochs: dict[tuple[str, str, str], dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="pedseg-selection-") as scratch:
         for method in methods:
-            for fold, parts in sorted(folds["folds"].items(), key=lambda kv: int(kv[0])):
+            for fold, parts in args.folds:
                 for spec in specs:
-                    run = _member(args.study / method / f"fold-{fold}" / "run", spec.name)
+                    run = _member(args.root / method / f"fold-{fold}" / "run", spec.name)
                     if run is None:
                         print(f"{method} fold {fold}: no run for {spec.name}", file=sys.stderr)
                         continue
@@ -157,7 +146,7 @@ def _with_checkpoint(run: Path, checkpoint: str, out: Path) -> Path:
 
 
 def _report(
-    args: argparse.Namespace,
+    args: Study,
     methods: list[str],
     rows: dict[str, list[Row]],
     epochs: dict[tuple[str, str, str], dict[str, int]],
@@ -165,9 +154,9 @@ def _report(
 ) -> str:
     data = " ".join(f"--data {d}" for d in args.data)
     lines = [
-        f"### {args.study.name} / {', '.join(methods)} ({dt.date.today().isoformat()})",
+        f"### {args.root.name} / {', '.join(methods)} ({dt.date.today().isoformat()})",
         "",
-        f"`python benchmarks/bench_selection.py {args.study} {data} "
+        f"`python benchmarks/bench_selection.py {args.root} {data} "
         + " ".join(f"--method {m}" for m in methods)
         + f"` on {cpu_description()}, load {os.getloadavg()[0]:.1f}; wall {seconds:.0f} s.",
         "",
