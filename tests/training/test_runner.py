@@ -262,3 +262,39 @@ def test_the_run_keeps_the_weights_it_was_told_to(
     assert all(weights[k].equal(kept[k]) for k in weights)
     assert not all(weights[k].equal(other[k]) for k in weights)
     assert card.training["keep"] == keep
+
+
+def test_a_resumed_run_may_change_which_weights_it_keeps(
+    tiny_config: Callable[..., TrainConfig],
+    specs: list[DomainSpec],
+    cache_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safetensors.torch import load_file
+
+    _falling_validation(monkeypatch)  # best = epoch 1
+
+    def stop_after_two(event: TrainEvent) -> None:
+        if event.kind == "epoch_end" and event.epoch == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            tiny_config(epochs=3, keep="best"),
+            specs,
+            out=out,
+            cache_root=cache_root,
+            callback=stop_after_two,
+        )
+    assert read_card(out).weights_epoch == 1
+    result = train(
+        tiny_config(epochs=3, keep="final"), specs, out=out, cache_root=cache_root, resume=True
+    )
+    card = read_card(out)
+    assert (result.best_epoch, result.weights_epoch, card.weights_epoch) == (1, 3, 3)
+    assert card.training["keep"] == "final"
+    weights = load_file(str(out / "model.safetensors"))
+    latest = load_file(str(out / "checkpoints" / "latest" / "model.safetensors"))
+    assert all(weights[k].equal(latest[k]) for k in weights)
