@@ -4,9 +4,9 @@ A card of kind ``model`` describes one network: its :class:`~pedseg.models.build
 classes of each head, the in-plane size, the domains in model order with their full descriptors and
 content hashes, each domain's label mapping, the training configuration (no case ids, no paths), the
 best epoch and metric, the epoch the weights come from and its metric (the best epoch's, or the
-last's when the run keeps its final weights), the SHA-256 of the weights and of every other artifact written since
-(``artifacts``: domain profiles, ONNX exports), and where it came from (``extended_from``,
-``adapted``). A card of kind ``baseline`` lists one member run folder per domain (``members``).
+last's when the run keeps its final weights), the SHA-256 of the weights and of every other
+artifact written since (``artifacts``: domain profiles, ONNX exports), and where it came from
+(``extended_from``, ``adapted``). A card of kind ``baseline`` lists one member run folder per domain (``members``).
 
 Format history: 1 (pedseg 0.1 before the run-folder contract) had no ``artifacts``; it is read as
 format 2 with no artifact hashes recorded. 2 had no ``weights_epoch`` / ``weights_metric``: its

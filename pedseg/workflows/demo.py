@@ -13,9 +13,9 @@ post-processing) -> evaluate them. Everything lands in one folder::
 The demo deviates from the paper's training configuration on purpose (96x96 slices, width 16, 960
 steps of 16 slices, Adam 2e-3 with a short warm-up and a cosine decay, cross-entropy + soft Dice so
 that the small phantom bones are learnt within those steps; the final weights are kept, as the
-``pedseg`` recipe does) so that it finishes in a few minutes on
-a 2-core CPU; ``benchmarks/bench_demo.py`` measures it over seeds. ``pedseg train --recipe paper``
-keeps the paper's configuration.
+``pedseg`` recipe does) so that it finishes in a few minutes on a 2-core CPU;
+``benchmarks/bench_demo.py`` measures it over seeds. ``pedseg train --recipe paper`` keeps the
+paper's configuration.
 """
 
 from __future__ import annotations

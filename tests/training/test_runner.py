@@ -38,6 +38,12 @@ class Ticks:
         return self.now
 
 
+def _stop_after_two(event: TrainEvent) -> None:
+    """A training callback that interrupts the run after its second epoch (a kill)."""
+    if event.kind == "epoch_end" and event.epoch == 2:
+        raise KeyboardInterrupt
+
+
 def test_budget_fit_arithmetic() -> None:
     budget = Budget(seconds=100.0, started=0.0, clock=lambda: 10.0)
     assert budget.remaining() == pytest.approx(100 * (1 - BUDGET_RESERVE) - 10)
@@ -111,10 +117,6 @@ def test_a_resumed_budget_run_keeps_its_fitted_epochs(
         config, specs, out=tmp_path / "whole", cache_root=cache_root, budget=budget, clock=clock
     )
 
-    def stop_after_two(event: TrainEvent) -> None:
-        if event.kind == "epoch_end" and event.epoch == 2:
-            raise KeyboardInterrupt
-
     out = tmp_path / "resumed"
     budget, clock = timed()
     with pytest.raises(KeyboardInterrupt):
@@ -125,7 +127,7 @@ def test_a_resumed_budget_run_keeps_its_fitted_epochs(
             cache_root=cache_root,
             budget=budget,
             clock=clock,
-            callback=stop_after_two,
+            callback=_stop_after_two,
         )
     state = json.loads((out / "checkpoints" / "latest" / "state.json").read_text())
     fitted = state["fitted_epochs"]
@@ -275,10 +277,6 @@ def test_a_resumed_run_may_change_which_weights_it_keeps(
 
     _falling_validation(monkeypatch)  # best = epoch 1
 
-    def stop_after_two(event: TrainEvent) -> None:
-        if event.kind == "epoch_end" and event.epoch == 2:
-            raise KeyboardInterrupt
-
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(
@@ -286,7 +284,7 @@ def test_a_resumed_run_may_change_which_weights_it_keeps(
             specs,
             out=out,
             cache_root=cache_root,
-            callback=stop_after_two,
+            callback=_stop_after_two,
         )
     assert read_card(out).weights_epoch == 1
     result = train(
