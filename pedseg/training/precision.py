@@ -6,8 +6,10 @@ others. So on a CPU ``amp="auto"`` (and ``channels_last=None``) time the run's o
 batch and image size) in fp32 and bf16, NCHW and channels_last, interleaved round by round so
 that load from other processes hits all alike, and take the fastest. The times are cached per
 machine with the planner's (:mod:`pedseg.training.timing`), so the cost, a few steps per variant,
-is paid once per machine and configuration. On a GPU: bf16 where supported and channels_last, as
-before. The choice is stored in the run's checkpoints and kept by a resume.
+is paid once per machine and configuration; a cached time measured while other processes took
+the CPUs (:mod:`pedseg.training.contention`) is measured again, as the planner does. On a GPU: bf16
+where supported and channels_last, as before. The choice is stored in the run's checkpoints and
+kept by a resume.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import torch
 
 from pedseg.runtime import resolve_amp, resolve_channels_last
 from pedseg.training.config import TrainConfig
-from pedseg.training.timing import StepRunner, StepSpec, StepTimeCache, detect_machine
+from pedseg.training.contention import CpuWatch
+from pedseg.training.timing import (
+    StepRunner,
+    StepSpec,
+    StepTimeCache,
+    StepTiming,
+    detect_machine,
+)
 
 __all__ = ["Precision", "choose_precision"]
 
@@ -109,16 +118,24 @@ def _fixed_precision(config: TrainConfig) -> str:
 def _cached_or_measured(
     specs: Sequence[StepSpec], measure: Measure | None, times: StepTimeCache | None
 ) -> dict[StepSpec, float]:
+    """Cached times, and the missing or contended ones measured together (the choice compares
+    what was measured in one go; the cache keeps the faster of a contended pair)."""
     cache = times if times is not None else StepTimeCache()
     machine = detect_machine("cpu")
-    known = {spec: cache.get(machine, spec) for spec in specs}
-    missing = [spec for spec, value in known.items() if value is None]
+    cached = {spec: cache.entry(machine, spec) for spec in specs}
+    seconds = {spec: e.seconds for spec, e in cached.items() if e is not None and not e.contended}
+    missing = [spec for spec in specs if spec not in seconds]
     if missing:
-        measured = (measure or _measure_interleaved)(missing)
+        with CpuWatch() as watch:
+            measured = (measure or _measure_interleaved)(missing)
         for spec, value in measured.items():
-            cache.put(machine, spec, value)
-            known[spec] = value
-    return {spec: float(value) for spec, value in known.items() if value is not None}
+            kept = StepTiming(float(value), watch.others)
+            old = cached.get(spec)
+            if old is not None and kept.contended and old.seconds < kept.seconds:
+                kept = old
+            cache.put(machine, spec, kept.seconds, others=kept.others)
+            seconds[spec] = float(value)
+    return seconds
 
 
 def _measure_interleaved(specs: Sequence[StepSpec]) -> dict[StepSpec, float]:

@@ -5,12 +5,18 @@ a :class:`StepSpec` describes, a synthetic batch chunked per domain as the sampl
 the device and augmented there, the trainer's losses (:func:`pedseg.training.step.compute_losses`)
 under the spec's autocast, backward and the Adam step; ``warmup`` untimed steps, then the median of
 ``steps`` timed ones (a CUDA device is synchronised before each clock reading). Reading batches from
-the slice cache is not included (it is a memory-mapped copy, small next to a step).
+the slice cache is not included (it is a memory-mapped copy, small next to a step). While the
+timed steps run, :class:`~pedseg.training.contention.CpuWatch` notes how much of the CPUs other
+processes took (:attr:`StepTiming.others`).
 
 Times are cached per machine (:class:`Machine`: device type, CPU model or GPU name, cores, torch
-threads, torch version) and spec in ``$PEDSEG_HOME/step_times.json``, written atomically. A damaged
-file is ignored with a warning and rewritten on the next measurement; a damaged entry is skipped.
-The clock and the timer are arguments, so tests inject them and never time anything real.
+threads, torch version) and spec in ``$PEDSEG_HOME/step_times.json``, written atomically, with the
+other processes' share. A time measured while others took more than
+:data:`~pedseg.training.contention.CONTENDED_SHARE` of the CPUs is measured again when next asked
+for (the faster of the two is kept: other jobs only slow a step down), and :class:`CachedTimer`
+lists the times it had to use although contended, for the plan to say so. A damaged file is
+ignored with a warning and rewritten on the next measurement; a damaged entry is skipped. The
+clock and the timer are arguments, so tests inject them and never time anything real.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 from pedseg.domains.registry import pedseg_home
 from pedseg.errors import ConfigError
 from pedseg.io.atomic import write_text_atomic
+from pedseg.training.contention import CpuWatch, is_contended
 
 __all__ = [
     "PRECISIONS",
@@ -41,8 +48,10 @@ __all__ = [
     "StepRunner",
     "StepSpec",
     "StepTimeCache",
+    "StepTiming",
     "Timer",
     "detect_machine",
+    "measure_step",
     "measure_step_seconds",
 ]
 
@@ -285,6 +294,41 @@ class StepRunner:
         return float(self.clock() - start)
 
 
+@dataclass(frozen=True)
+class StepTiming:
+    """A measured step time and the share of the CPUs other processes took meanwhile (``None``:
+    unknown, see :class:`~pedseg.training.contention.CpuWatch`)."""
+
+    seconds: float
+    others: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        return is_contended(self.others)
+
+
+def measure_step(
+    spec: StepSpec,
+    *,
+    device: str = "cpu",
+    warmup: int = 2,
+    steps: int = 3,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+    watch: Callable[[], CpuWatch] = CpuWatch,
+) -> StepTiming:
+    """The median seconds of ``steps`` training steps of ``spec`` after ``warmup`` (module doc),
+    with the other processes' share of the CPUs during the timed steps."""
+    if warmup < 0 or steps < 1:
+        raise ConfigError(f"need warmup >= 0 and steps >= 1, got {warmup} and {steps}")
+    runner = StepRunner(spec, device=device, seed=seed, clock=clock)
+    for _ in range(warmup):
+        runner.step()
+    with watch() as watching:
+        seconds = float(statistics.median(runner.step() for _ in range(steps)))
+    return StepTiming(seconds, watching.others)
+
+
 def measure_step_seconds(
     spec: StepSpec,
     *,
@@ -294,13 +338,10 @@ def measure_step_seconds(
     clock: Clock = time.perf_counter,
     seed: int = 0,
 ) -> float:
-    """The median seconds of ``steps`` training steps of ``spec`` after ``warmup`` (module doc)."""
-    if warmup < 0 or steps < 1:
-        raise ConfigError(f"need warmup >= 0 and steps >= 1, got {warmup} and {steps}")
-    runner = StepRunner(spec, device=device, seed=seed, clock=clock)
-    for _ in range(warmup):
-        runner.step()
-    return float(statistics.median(runner.step() for _ in range(steps)))
+    """:func:`measure_step`'s seconds alone."""
+    return measure_step(
+        spec, device=device, warmup=warmup, steps=steps, clock=clock, seed=seed
+    ).seconds
 
 
 Timer = Callable[[StepSpec], float]
@@ -335,17 +376,26 @@ class StepTimeCache:
 
     def get(self, machine: Machine, spec: StepSpec) -> float | None:
         """The cached seconds per step, or ``None``."""
+        entry = self.entry(machine, spec)
+        return None if entry is None else entry.seconds
+
+    def entry(self, machine: Machine, spec: StepSpec) -> StepTiming | None:
+        """The cached timing (``others`` is ``None`` in entries written before it was recorded)."""
         entry = self._load().get(_entry_key(machine, spec))
         if entry is None:
             return None
-        seconds = entry.get("seconds")
+        seconds, others = entry.get("seconds"), entry.get("others_cpu")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
             logger.warning("ignoring a damaged entry of %s: %s", self.path, spec.key())
             return None
-        return float(seconds)
+        if isinstance(others, bool) or not isinstance(others, int | float) or not 0 <= others <= 1:
+            others = None
+        return StepTiming(float(seconds), None if others is None else float(others))
 
-    def put(self, machine: Machine, spec: StepSpec, seconds: float) -> None:
-        """Record ``seconds`` (atomically rewriting the file)."""
+    def put(
+        self, machine: Machine, spec: StepSpec, seconds: float, *, others: float | None = None
+    ) -> None:
+        """Record ``seconds`` and the other processes' share (atomically rewriting the file)."""
         if not seconds > 0:
             raise ConfigError(f"a step time must be > 0 seconds, got {seconds!r}")
         entries = self._load()
@@ -353,6 +403,7 @@ class StepTimeCache:
             "machine": asdict(machine),
             "spec": spec.to_dict(),
             "seconds": float(seconds),
+            "others_cpu": None if others is None else round(float(others), 3),
             "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         payload = {"format": TIMES_FORMAT, "entries": dict(sorted(entries.items()))}
@@ -365,20 +416,36 @@ def _entry_key(machine: Machine, spec: StepSpec) -> str:
 
 @dataclass
 class CachedTimer:
-    """A :data:`Timer` that answers from ``cache`` and measures (then caches) what it lacks."""
+    """A :data:`Timer` that answers from ``cache`` and measures (then caches) what it lacks or
+    what was measured while other processes took the CPUs (see the module docstring)."""
 
     machine: Machine
     cache: StepTimeCache
-    measure: Timer
+    measure: Callable[[StepSpec], float | StepTiming]
     measured: list[StepSpec] = field(default_factory=list)
-    """The specs this timer measured (not found in the cache)."""
+    """The specs this timer measured (not found in the cache, or found contended)."""
+    contended: list[tuple[StepSpec, float]] = field(default_factory=list)
+    """Specs whose time was used although measured while others took this share of the CPUs."""
 
     def __call__(self, spec: StepSpec) -> float:
-        cached = self.cache.get(self.machine, spec)
-        if cached is not None:
-            return cached
-        logger.info("measuring the step time of %s on %s", spec.key(), self.machine.describe())
-        seconds = float(self.measure(spec))
-        self.cache.put(self.machine, spec, seconds)
+        cached = self.cache.entry(self.machine, spec)
+        if cached is not None and not cached.contended:
+            return cached.seconds
+        if cached is None:
+            logger.info("measuring the step time of %s on %s", spec.key(), self.machine.describe())
+        else:
+            logger.info(
+                "measuring the step time of %s again: cached while other processes took %.0f %% "
+                "of the CPUs",
+                spec.key(),
+                100 * (cached.others or 0.0),
+            )
+        result = self.measure(spec)
+        timing = result if isinstance(result, StepTiming) else StepTiming(float(result))
+        if cached is not None and timing.contended and cached.seconds < timing.seconds:
+            timing = cached  # both contended: other jobs only slow a step, keep the faster
+        self.cache.put(self.machine, spec, timing.seconds, others=timing.others)
         self.measured.append(spec)
-        return seconds
+        if timing.contended:
+            self.contended.append((spec, float(timing.others or 0.0)))
+        return timing.seconds

@@ -53,7 +53,7 @@ def prewritten_times(monkeypatch: pytest.MonkeyPatch) -> StepTimeCache:
     def refuse(*args: object, **kwargs: object) -> float:
         raise AssertionError("a step time was measured for real")
 
-    monkeypatch.setattr(api, "measure_step_seconds", refuse)
+    monkeypatch.setattr(api, "measure_step", refuse)
     return cache
 
 
@@ -109,7 +109,7 @@ def test_plan_measures_what_the_cache_lacks(
     isolated_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api, "measure_step_seconds", lambda spec, **kw: _fake_seconds(spec))
+    monkeypatch.setattr(api, "measure_step", lambda spec, **kw: _fake_seconds(spec))
     out = tmp_path / "plan.json"
     result = pedseg(*_args(phantoms, out, "--budget", "20m"))
     assert result.code == 0, result.err

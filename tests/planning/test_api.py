@@ -11,7 +11,7 @@ from pedseg.data.synth import PhantomConfig, synth_dataset
 from pedseg.domains.registry import DomainRegistry
 from pedseg.errors import DeviceError
 from pedseg.planning.api import plan_run
-from pedseg.training.timing import StepSpec, StepTimeCache
+from pedseg.training.timing import StepSpec, StepTimeCache, StepTiming
 
 
 def _fake(spec: StepSpec) -> float:
@@ -68,3 +68,30 @@ def test_plan_run_on_a_missing_gpu_is_a_device_error(tmp_path: Path) -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         plan_run([], budget_s=60.0, device="cuda", measure=_fake)
+
+
+def test_times_measured_beside_other_jobs_are_a_plan_reason(tmp_path: Path) -> None:
+    synth_dataset(
+        tmp_path / "data", domains=("ankle",), cases=3, config=PhantomConfig((48, 48, 16))
+    )
+    spec = (
+        DomainRegistry(home=tmp_path / "reg")
+        .get("ankle")
+        .with_data_root(tmp_path / "data" / "ankle")
+    )
+    common = {"budget_s": 1800.0, "device": "cpu", "cache_root": tmp_path / "cache"}
+    busy = plan_run(
+        [spec],
+        times=StepTimeCache(tmp_path / "busy.json"),
+        measure=lambda s: StepTiming(_fake(s), 0.5),
+        **common,  # type: ignore[arg-type]
+    )
+    reasons = dict(busy.plan.reasons)
+    assert "other processes took up to 50 % of the CPUs" in reasons["timing"]
+    quiet = plan_run(
+        [spec],
+        times=StepTimeCache(tmp_path / "quiet.json"),
+        measure=lambda s: StepTiming(_fake(s), 0.01),
+        **common,  # type: ignore[arg-type]
+    )
+    assert "timing" not in dict(quiet.plan.reasons)

@@ -96,3 +96,24 @@ def test_a_run_records_its_measured_precision(
     state = json.loads((tmp_path / "run" / "checkpoints" / "latest" / "state.json").read_text())
     assert state["precision"]["amp"] in ("fp32", "bf16")
     assert isinstance(state["precision"]["channels_last"], bool)
+
+
+def test_times_cached_under_contention_are_measured_again(tmp_path: Path) -> None:
+    config = TrainConfig(
+        domains=("a", "b"), image_size=(32, 32), base_width=4, depth=3, batch_size=8
+    )
+    times = {("fp32", False): 3.0, ("fp32", True): 2.5, ("bf16", False): 1.0, ("bf16", True): 1.2}
+    cache = StepTimeCache(tmp_path / "times.json")
+    cpu = torch.device("cpu")
+    kwargs = {"num_classes": (4, 3), "image_size": (32, 32), "times": cache}
+    calls: list[int] = []
+    choose_precision(config, cpu, measure=_fake(times, calls), **kwargs)
+    raw = json.loads(cache.path.read_text())
+    bf16 = [k for k in raw["entries"] if k.endswith("|bf16|nchw")]
+    raw["entries"][bf16[0]].update(seconds=4.0, others_cpu=0.5)  # measured beside another job
+    cache.path.write_text(json.dumps(raw))
+    again = choose_precision(config, cpu, measure=_fake(times, calls), **kwargs)
+    assert calls == [4, 1]  # only the contended one, measured again
+    assert again == Precision(torch.bfloat16, False)
+    fresh = json.loads(cache.path.read_text())["entries"][bf16[0]]
+    assert fresh["seconds"] == 1.0

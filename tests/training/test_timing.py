@@ -16,7 +16,9 @@ from pedseg.training.timing import (
     Machine,
     StepSpec,
     StepTimeCache,
+    StepTiming,
     detect_machine,
+    measure_step,
     measure_step_seconds,
 )
 
@@ -155,3 +157,48 @@ def test_cached_timer_measures_once(tmp_path: Path) -> None:
     assert calls == [TINY] and timer.measured == [TINY]
     again = CachedTimer(machine=MACHINE, cache=cache, measure=fake)
     assert again(TINY) == 0.5 and again.measured == [] and len(calls) == 1
+
+
+def test_the_cache_records_the_other_processes_share(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "times.json")
+    cache.put(MACHINE, TINY, 0.4, others=0.5)
+    entry = StepTimeCache(tmp_path / "times.json").entry(MACHINE, TINY)
+    assert entry == StepTiming(0.4, 0.5) and entry.contended
+    raw = json.loads(cache.path.read_text())
+    for item in raw["entries"].values():
+        del item["others_cpu"]  # an entry written before the share was recorded
+    cache.path.write_text(json.dumps(raw))
+    assert cache.entry(MACHINE, TINY) == StepTiming(0.4, None)
+
+
+def test_a_time_cached_under_contention_is_measured_again(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "times.json")
+    cache.put(MACHINE, TINY, 0.9, others=0.5)  # measured beside another training
+    calls: list[StepSpec] = []
+
+    def quiet(spec: StepSpec) -> StepTiming:
+        calls.append(spec)
+        return StepTiming(0.4, 0.02)
+
+    timer = CachedTimer(machine=MACHINE, cache=cache, measure=quiet)
+    assert timer(TINY) == 0.4 and calls == [TINY] and timer.contended == []
+    assert cache.entry(MACHINE, TINY) == StepTiming(0.4, 0.02)
+    assert CachedTimer(machine=MACHINE, cache=cache, measure=quiet)(TINY) == 0.4
+    assert len(calls) == 1  # the quiet time is trusted
+
+
+def test_when_both_are_contended_the_faster_is_kept_and_listed(tmp_path: Path) -> None:
+    cache = StepTimeCache(tmp_path / "times.json")
+    cache.put(MACHINE, TINY, 0.7, others=0.4)
+    timer = CachedTimer(machine=MACHINE, cache=cache, measure=lambda spec: StepTiming(0.9, 0.6))
+    assert timer(TINY) == 0.7
+    assert timer.contended == [(TINY, 0.4)] and timer.measured == [TINY]
+    assert cache.entry(MACHINE, TINY) == StepTiming(0.7, 0.4)
+    faster = CachedTimer(machine=MACHINE, cache=cache, measure=lambda spec: StepTiming(0.6, 0.3))
+    assert faster(TINY) == 0.6 and faster.contended == [(TINY, 0.3)]
+
+
+def test_real_measurement_reports_the_share() -> None:
+    timing = measure_step(TINY, warmup=1, steps=2)
+    assert timing.seconds > 0
+    assert timing.others is None or 0.0 <= timing.others <= 1.0
