@@ -22,27 +22,25 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from recording import append_record  # benchmarks/recording.py (the script's folder)
 from scipy import stats
-from studies import Study, study_arguments  # benchmarks/studies.py
+from studies import Study, domain_run, study_arguments, with_checkpoint  # benchmarks/studies.py
 
 from pedseg.data.dataset import list_cases
 from pedseg.evaluation.evaluate import evaluate_labels
 from pedseg.export.cpu import cpu_description
 from pedseg.inference.predictor import open_predictor
 from pedseg.io import read_label, read_volume
-from pedseg.runfolder import RunLayout, file_sha256
-from pedseg.runfolder.card import read_card, write_card
-from pedseg.runfolder.checkpoint import checkpoint_weights, read_state
+from pedseg.runfolder import RunLayout
+from pedseg.runfolder.checkpoint import read_state
 
 VARIANTS = {"best": "best", "final": "latest"}  # variant -> checkpoint
 FAR_MM = 30.0
@@ -67,12 +65,12 @@ def main() -> int:
         for method in methods:
             for fold, parts in args.folds:
                 for spec in specs:
-                    run = _member(args.root / method / f"fold-{fold}" / "run", spec.name)
+                    run = domain_run(args.root / method / f"fold-{fold}" / "run", spec.name)
                     if run is None:
                         print(f"{method} fold {fold}: no run for {spec.name}", file=sys.stderr)
                         continue
                     copies = {
-                        variant: _with_checkpoint(
+                        variant: with_checkpoint(
                             run,
                             checkpoint,
                             Path(scratch) / f"{method}-{fold}-{spec.name}-{variant}",
@@ -120,29 +118,6 @@ def main() -> int:
     if args.record:
         append_record("selection.md", "Best-validation vs final weights", text)
     return 0
-
-
-def _member(run: Path, domain: str) -> Path | None:
-    """The run folder holding ``domain``'s network (a baseline run holds one per domain)."""
-    if not (run / "model.json").is_file():
-        return None
-    card = read_card(run)
-    if card.kind == "baseline":
-        return run / card.members[domain]
-    return run
-
-
-def _with_checkpoint(run: Path, checkpoint: str, out: Path) -> Path:
-    """A copy of ``run``'s card and artifacts whose weights are those of ``checkpoint``."""
-    layout = RunLayout(run)
-    out.mkdir(parents=True)
-    for item in run.iterdir():
-        if item.is_file():
-            shutil.copy2(item, out / item.name)
-    target = RunLayout(out)
-    shutil.copy2(checkpoint_weights(layout.checkpoint(checkpoint)), target.weights)
-    write_card(target, replace(read_card(layout), model_sha256=file_sha256(target.weights)))
-    return out
 
 
 def _report(

@@ -1,16 +1,21 @@
 """What the benchmarks that re-predict a ``pedseg crossval`` study's test cases share: the command
-line (``STUDY --data NAME=DIR … --method M … --record``) and the study's folds and domains."""
+line (``STUDY --data NAME=DIR … --method M … --record``), the study's folds and domains, the run
+of a domain in a (method, fold) job, and a copy of a run with another checkpoint's weights."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pedseg.domains.registry import DomainRegistry, parse_data_overrides
 from pedseg.domains.spec import DomainSpec
+from pedseg.runfolder import RunLayout, file_sha256
+from pedseg.runfolder.card import read_card, write_card
+from pedseg.runfolder.checkpoint import checkpoint_weights
 
 DEFAULT_METHOD = "dsl-contrastive-unet"
 
@@ -43,3 +48,28 @@ def study_arguments(description: str) -> Study:
         data=list(args.data),
         record=args.record,
     )
+
+
+def domain_run(run: Path, domain: str) -> Path | None:
+    """The run folder holding ``domain``'s network (a baseline run holds one per domain); None
+    when ``run`` has no model card (a job of the study that did not finish)."""
+    if not (run / "model.json").is_file():
+        return None
+    card = read_card(run)
+    if card.kind == "baseline":
+        return run / card.members[domain]
+    return run
+
+
+def with_checkpoint(run: Path, checkpoint: str, out: Path) -> Path:
+    """A copy of ``run``'s card and artifacts whose weights are those of ``checkpoint`` (the
+    study itself is never changed; the card records the copied weights' SHA-256)."""
+    layout = RunLayout(run)
+    out.mkdir(parents=True)
+    for item in run.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    target = RunLayout(out)
+    shutil.copy2(checkpoint_weights(layout.checkpoint(checkpoint)), target.weights)
+    write_card(target, replace(read_card(layout), model_sha256=file_sha256(target.weights)))
+    return out
