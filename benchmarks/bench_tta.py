@@ -1,10 +1,13 @@
-"""Benchmark: flip test-time augmentation (``predict --tta``) on the test cases of a cross-validation.
+"""Benchmark: test-time augmentation (``predict --tta``) on the test cases of a cross-validation.
 
 Every fold's trained run of a ``pedseg crossval`` folder predicts that fold's test cases (cases
-that played no part in its training or model selection) twice, without and with TTA, and both
-label maps are scored against the reference. Prints per domain the mean Dice and max MSSD each
-way, the paired per-label Dice difference (mean, spread, wins/losses) and the time ratio, and
-appends a Markdown section to ``benchmarks/results/tta.md`` with ``--record``.
+that played no part in its training or model selection) twice, without and with TTA (the flip of
+domains trained with one, shifts along a label chain for domains with one), and both label maps
+are scored against the reference. Prints per domain the mean Dice and max MSSD each way, the
+paired per-label Dice difference (mean, spread, wins/losses), the same per case (mean over its
+labels; Wilcoxon signed-rank p), case-labels with an MSSD above 30 mm, the cases whose mean Dice
+moved by more than 0.1 (a vertebra count gained or lost) and the time ratio, and appends a Markdown
+section to ``benchmarks/results/tta.md`` with ``--record``.
 
     python benchmarks/bench_tta.py STUDY --data pelvis=../shared/data/pelvis \\
         --data spine=../shared/data/spine [--method dsl-contrastive-unet] [--record]
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from pedseg.data.dataset import list_cases
 from pedseg.domains.registry import DomainRegistry, parse_data_overrides
@@ -91,14 +95,37 @@ def main() -> int:
             f"{np.mean([r[3] for r in items]):.3f} | {np.mean(diffs):+.4f} ± {sd:.4f} | "
             f"{better} / {worse} | {max(r[4] for r in items):.1f} | {max(r[5] for r in items):.1f} |"
         )
+    lines += [
+        "",
+        "| domain | cases | case mean Dice off / TTA | better / worse cases | Wilcoxon p "
+        "| MSSD > 30 mm off / TTA | cases moved by > 0.1 (off -> TTA) |",
+        "|---|---:|---|---|---:|---|---|",
+    ]
+    for domain, items in rows.items():
+        per_case: dict[str, list[tuple[float, float]]] = {}
+        for case_id, _, off, on, _, _ in items:
+            per_case.setdefault(case_id, []).append((off, on))
+        means = {
+            c: (np.mean([a for a, _ in v]), np.mean([b for _, b in v])) for c, v in per_case.items()
+        }
+        diffs = [b - a for a, b in means.values()]
+        nonzero = [d for d in diffs if abs(d) > 1e-9]
+        p = stats.wilcoxon(nonzero).pvalue if len(nonzero) >= 2 else float("nan")
+        moved = ", ".join(
+            f"{c} {a:.2f} -> {b:.2f}" for c, (a, b) in means.items() if abs(b - a) > 0.1
+        )
+        far = f"{sum(r[4] > 30 for r in items)} / {sum(r[5] > 30 for r in items)}"
+        lines.append(
+            f"| {domain} | {len(means)} | {np.mean([a for a, _ in means.values()]):.3f} / "
+            f"{np.mean([b for _, b in means.values()]):.3f} | {sum(d > 1e-4 for d in diffs)} / "
+            f"{sum(d < -1e-4 for d in diffs)} | {p:.3f} | {far} | {moved or 'none'} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.record:
         out = Path(__file__).parent / "results" / "tta.md"
         header = (
-            ""
-            if out.exists()
-            else "# Flip test-time augmentation on cross-validation test cases\n\n"
+            "" if out.exists() else "# Test-time augmentation on cross-validation test cases\n\n"
         )
         with out.open("a", encoding="utf-8") as handle:
             handle.write(header + text + "\n")

@@ -83,7 +83,9 @@ def crossval(
     seed: int = typer.Option(0, "--seed", help="Seed of the fold plan and of training."),
     steps_per_epoch: int | None = steps_per_epoch_option(),
     tta: bool = typer.Option(
-        False, "--tta", help="Predict the test cases with flip test-time augmentation."
+        False,
+        "--tta",
+        help="Predict the test cases with test-time augmentation (see predict --tta).",
     ),
     device: str = device_option(),
     cache_dir: Path | None = typer.Option(

@@ -61,8 +61,9 @@ def predict(
     tta: bool = typer.Option(
         False,
         "--tta",
-        help="Flip test-time augmentation: average with the mirrored slices (the domain's "
-        "training flip; none for domains trained without one). Twice the network time.",
+        help="Test-time augmentation: average with the mirrored slices (the domain's training "
+        "flip: 2x network time) and, for a model with a label chain (vertebrae), with slices "
+        "shifted along it (5x); none for a domain with neither.",
     ),
     no_postprocess: bool = typer.Option(
         False, "--no-postprocess", help="Skip the largest-component + closing clean-up."
@@ -136,7 +137,7 @@ def predict(
         info = predictor.info
         console.print(
             f"backend {predictor.backend.name} on {predictor.backend.device}"
-            f"{', flip TTA' if predictor.tta else ''}; domain {name}; "
+            f"{f', TTA {predictor.tta_name}' if predictor.tta else ''}; domain {name}; "
             f"model {info.model_sha256[:12]} ({info.scheme}) from {info.source}",
             soft_wrap=True,
         )

@@ -104,7 +104,7 @@ class CrossvalConfig:
     explicit: tuple[str, ...] = ()
     """The ``train`` fields the user gave: with a budget they override the plan's."""
     tta: bool = False
-    """Predict the test cases with flip test-time augmentation (:mod:`pedseg.inference.tta`)."""
+    """Predict the test cases with test-time augmentation (:mod:`pedseg.inference.tta`)."""
 
     def __post_init__(self) -> None:
         for field, values, known in (

@@ -47,7 +47,7 @@ from pedseg.inference.backends import (
 from pedseg.inference.chain import ChainRule
 from pedseg.inference.int8_choice import onnx_backend_name, onnx_source_int8, run_int8
 from pedseg.inference.postprocess import ComponentRule, postprocess
-from pedseg.inference.tta import with_tta
+from pedseg.inference.tta import ShiftTTA, chain_shifts, with_tta
 from pedseg.io.volume import Volume
 from pedseg.runfolder import is_run_folder
 
@@ -136,9 +136,24 @@ class Predictor:
         self.backend = backend
         self.batch_size = batch_size
         self.postprocess = postprocess
-        self.tta = tta and info.spec.flip != "none"
+        self.flip_tta = tta and info.spec.flip != "none"
         """Whether flip test-time augmentation runs (asked for, and the domain trains with flips)."""
-        self._network = with_tta(backend, info.spec.flip) if self.tta else backend
+        self.chain_tta = tta and info.label_chain is not None
+        """Whether slices are also shifted along the label chain (asked for, and the model has a
+        chain; a volume whose chain axis is its slice axis gets no shifts)."""
+        self._network = with_tta(backend, info.spec.flip) if self.flip_tta else backend
+
+    @property
+    def tta(self) -> bool:
+        """Whether any test-time augmentation runs (:mod:`pedseg.inference.tta`)."""
+        return self.flip_tta or self.chain_tta
+
+    @property
+    def tta_name(self) -> str:
+        """The augmentations run, for reports: ``flip-height``, ``chain-shifts``, both joined by
+        ``+``, or ``""``."""
+        views = [f"flip-{self.info.spec.flip}"] if self.flip_tta else []
+        return "+".join([*views, *(["chain-shifts"] if self.chain_tta else [])])
 
     @property
     def spec(self) -> DomainSpec:
@@ -195,8 +210,8 @@ class Predictor:
                 labels[start:stop] = restore_argmax(probs, in_plane_shape=(rows, cols))
             restore_time += time.perf_counter() - r0
 
-        network: Any = self._network
-        both = embedding_call(self._network) if embed else None
+        network: Any = self._shifted(volume, stack)
+        both = embedding_call(network) if embed else None
         embedded: list[np.ndarray] = []
         if both is not None:
 
@@ -231,6 +246,18 @@ class Predictor:
             timings=timings,
             embeddings=np.concatenate(embedded) if embedded else None,
         )
+
+    def _shifted(self, volume: Volume, stack: SliceStack) -> Backend:
+        """The network, averaged over shifts along the label chain when :attr:`chain_tta` applies
+        to this volume (its chain axis lies in the slice plane)."""
+        chain = self.info.label_chain
+        if not self.chain_tta or chain is None or chain.axis == stack.axis:
+            return self._network
+        in_plane = [a for a in range(3) if a != stack.axis]
+        k = in_plane.index(chain.axis)
+        pixels = self.info.image_size[k] / stack.in_plane_shape[k]
+        gap_px = chain.gap_mm / float(volume.spacing[chain.axis]) * pixels
+        return ShiftTTA(self._network, dim=2 + k, shifts=chain_shifts(gap_px))
 
 
 # ------------------------------------------------------------------------------ opening models

@@ -84,7 +84,7 @@ def test_tta_runs_through_the_onnx_export_and_is_reported(
     args = ("predict", str(inputs), "--domain", "toy", "--model", str(onnx_dir), "--tta")
     result = pedseg(*args, "-o", str(out))
     assert result.code == 0, result.err
-    assert "flip TTA" in result.out
+    assert "TTA flip-width" in result.out
     for name in ("a", "b"):  # the threshold network is flip-equivariant: same labels as without
         source, seg = nib.load(inputs / f"{name}.nii.gz"), nib.load(out / f"{name}.nii.gz")
         raw = np.asarray(source.dataobj)
