@@ -33,15 +33,13 @@ CHAIN_SHIFT_GAPS = (-1.0, -0.5, 0.5, 1.0)
 FLIP_DIMS = {"height": 2, "width": 3}
 
 
-class FlipTTA:
-    """A :class:`~pedseg.inference.backends.Backend` that averages ``backend`` over a flip."""
+class _Averaged:
+    """What every TTA wrapper shares: it is a :class:`~pedseg.inference.backends.Backend` whose
+    output is :meth:`_mean` of the plain pass and the other views (the embedding, where asked
+    for, is the plain pass's: what the domain profiles were measured on)."""
 
-    def __init__(self, backend: Backend, *, axis: str) -> None:
-        if axis not in FLIP_DIMS:
-            raise ConfigError(f"the TTA flip axis must be one of height, width, got {axis!r}")
+    def __init__(self, backend: Backend) -> None:
         self.inner = backend
-        self.axis = axis
-        self._dim = FLIP_DIMS[axis]
 
     @property
     def name(self) -> str:
@@ -56,8 +54,7 @@ class FlipTTA:
         return embedding_call(self.inner) is not None
 
     def segment_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The mean probabilities and the embedding of the unflipped pass (what the domain profiles
-        were measured on)."""
+        """The mean probabilities and the embedding of the plain pass."""
         call = embedding_call(self.inner)
         if call is None:
             raise ConfigError("the wrapped backend gives no embedding")
@@ -66,6 +63,20 @@ class FlipTTA:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._mean(self.inner(images), images)
+
+    def _mean(self, plain: np.ndarray, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FlipTTA(_Averaged):
+    """A :class:`~pedseg.inference.backends.Backend` that averages ``backend`` over a flip."""
+
+    def __init__(self, backend: Backend, *, axis: str) -> None:
+        if axis not in FLIP_DIMS:
+            raise ConfigError(f"the TTA flip axis must be one of height, width, got {axis!r}")
+        super().__init__(backend)
+        self.axis = axis
+        self._dim = FLIP_DIMS[axis]
 
     def _mean(self, plain: np.ndarray, images: np.ndarray) -> np.ndarray:
         mirrored = self.inner(np.ascontiguousarray(np.flip(images, axis=self._dim)))
@@ -82,7 +93,7 @@ def with_tta(backend: Backend, flip: str) -> Backend:
     return FlipTTA(backend, axis=flip)
 
 
-class ShiftTTA:
+class ShiftTTA(_Averaged):
     """A :class:`~pedseg.inference.backends.Backend` that averages ``backend`` over its input and
     copies shifted by ``shifts`` pixels along array dimension ``dim`` (2: height, 3: width) of a
     ``(N, C, H, W)`` batch, filled with each slice's minimum (see the module docstring)."""
@@ -90,32 +101,9 @@ class ShiftTTA:
     def __init__(self, backend: Backend, *, dim: int, shifts: tuple[int, ...]) -> None:
         if dim not in (2, 3):
             raise ConfigError(f"the TTA shift dimension must be 2 or 3, got {dim!r}")
-        self.inner = backend
+        super().__init__(backend)
         self.dim = dim
         self.shifts = tuple(int(s) for s in shifts if int(s) != 0)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def device(self) -> str:
-        return self.inner.device
-
-    @property
-    def embeds(self) -> bool:
-        return embedding_call(self.inner) is not None
-
-    def segment_and_embed(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The mean probabilities and the embedding of the unshifted pass."""
-        call = embedding_call(self.inner)
-        if call is None:
-            raise ConfigError("the wrapped backend gives no embedding")
-        plain, embedding = call(images)
-        return self._mean(plain, images), embedding
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._mean(self.inner(images), images)
 
     def _mean(self, plain: np.ndarray, images: np.ndarray) -> np.ndarray:
         total = plain.astype(np.float32, copy=True)

@@ -1,6 +1,6 @@
 """Measured training-step times per machine and candidate configuration, cached on disk.
 
-:func:`measure_step_seconds` times the real thing: the :class:`~pedseg.models.unet.MultiDomainUNet`
+:func:`measure_step` times the real thing: the :class:`~pedseg.models.unet.MultiDomainUNet`
 a :class:`StepSpec` describes, a synthetic batch chunked per domain as the sampler chunks it, moved to
 the device and augmented there, the trainer's losses (:func:`pedseg.training.step.compute_losses`)
 under the spec's autocast, backward and the Adam step; ``warmup`` untimed steps, then the median of
@@ -52,7 +52,6 @@ __all__ = [
     "Timer",
     "detect_machine",
     "measure_step",
-    "measure_step_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -327,21 +326,6 @@ def measure_step(
     with watch() as watching:
         seconds = float(statistics.median(runner.step() for _ in range(steps)))
     return StepTiming(seconds, watching.others)
-
-
-def measure_step_seconds(
-    spec: StepSpec,
-    *,
-    device: str = "cpu",
-    warmup: int = 2,
-    steps: int = 3,
-    clock: Clock = time.perf_counter,
-    seed: int = 0,
-) -> float:
-    """:func:`measure_step`'s seconds alone."""
-    return measure_step(
-        spec, device=device, warmup=warmup, steps=steps, clock=clock, seed=seed
-    ).seconds
 
 
 Timer = Callable[[StepSpec], float]

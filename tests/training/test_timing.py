@@ -19,7 +19,6 @@ from pedseg.training.timing import (
     StepTiming,
     detect_machine,
     measure_step,
-    measure_step_seconds,
 )
 
 TINY = StepSpec(image_size=16, base_width=2, depth=2, batch_size=4, num_classes=(3, 2))
@@ -29,7 +28,7 @@ MACHINE = Machine(device="cpu", name="Test CPU", cores=2, threads=2, torch_versi
 def test_measurement_takes_the_median_of_the_timed_steps() -> None:
     # Two readings per step: warm-up 0 -> 9 (9 s, ignored), then 1 s, 4 s, 2 s: median 2 s.
     ticks = iter([0.0, 9.0, 10.0, 11.0, 20.0, 24.0, 30.0, 32.0])
-    seconds = measure_step_seconds(TINY, warmup=1, steps=3, clock=lambda: next(ticks))
+    seconds = measure_step(TINY, warmup=1, steps=3, clock=lambda: next(ticks)).seconds
     assert seconds == 2.0
     with pytest.raises(StopIteration):
         next(ticks)  # exactly two clock readings per step
@@ -49,12 +48,13 @@ def test_measurement_runs_every_scheme_and_precision(precision: str) -> None:
             precision=precision,
             channels_last=True,
         )
-        assert measure_step_seconds(spec, warmup=0, steps=1, clock=lambda: next(counter)) == 1.0
+        timing = measure_step(spec, warmup=0, steps=1, clock=lambda: next(counter))
+        assert timing.seconds == 1.0
 
 
 @pytest.mark.slow
 def test_a_real_measurement_is_positive_and_finite() -> None:
-    seconds = measure_step_seconds(TINY, warmup=1, steps=2)
+    seconds = measure_step(TINY, warmup=1, steps=2).seconds
     assert 0 < seconds < 10 and math.isfinite(seconds)
 
 
