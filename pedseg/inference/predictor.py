@@ -111,6 +111,9 @@ class Prediction:
     embeddings: np.ndarray | None = None
     """``(S, D)`` float32, the network's embedding of every prepared slice (stack order), when
     asked for and the backend gives it."""
+    tta: str = ""
+    """The test-time augmentations that ran on this volume (:attr:`Predictor.tta_name`'s form;
+    chain shifts only where the chain axis lies in the slice plane)."""
 
 
 def label_dtype(num_labels: int) -> np.dtype:
@@ -152,8 +155,11 @@ class Predictor:
     def tta_name(self) -> str:
         """The augmentations run, for reports: ``flip-height``, ``chain-shifts``, both joined by
         ``+``, or ``""``."""
-        views = [f"flip-{self.info.spec.flip}"] if self.flip_tta else []
-        return "+".join([*views, *(["chain-shifts"] if self.chain_tta else [])])
+        return self._views(shifts=self.chain_tta)
+
+    def _views(self, *, shifts: bool) -> str:
+        flip = [f"flip-{self.info.spec.flip}"] if self.flip_tta else []
+        return "+".join([*flip, *(["chain-shifts"] if shifts else [])])
 
     @property
     def spec(self) -> DomainSpec:
@@ -211,6 +217,7 @@ class Predictor:
             restore_time += time.perf_counter() - r0
 
         network: Any = self._shifted(volume, stack)
+        views = self._views(shifts=isinstance(network, ShiftTTA))
         both = embedding_call(network) if embed else None
         embedded: list[np.ndarray] = []
         if both is not None:
@@ -245,6 +252,7 @@ class Predictor:
             axis=stack.axis,
             timings=timings,
             embeddings=np.concatenate(embedded) if embedded else None,
+            tta=views,
         )
 
     def _shifted(self, volume: Volume, stack: SliceStack) -> Backend:

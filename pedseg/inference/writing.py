@@ -123,7 +123,7 @@ def predict_case(
             timings=timings,
             outputs=names,
         )
-        report["tta"] = predictor.tta_name or False
+        report["tta"] = prediction.tta or False
         chain = predictor.info.label_chain
         if predictor.postprocess and chain is not None:
             report["label_chain"] = list(chain.labels)  # renumbered by their order (vertebrae)

@@ -129,10 +129,7 @@ def _cached_or_measured(
         with CpuWatch() as watch:
             measured = (measure or _measure_interleaved)(missing)
         for spec, value in measured.items():
-            kept = StepTiming(float(value), watch.others)
-            old = cached.get(spec)
-            if old is not None and kept.contended and old.seconds < kept.seconds:
-                kept = old
+            kept = StepTiming(float(value), watch.others).kept_over(cached.get(spec))
             cache.put(machine, spec, kept.seconds, others=kept.others)
             seconds[spec] = float(value)
     return seconds

@@ -305,6 +305,13 @@ class StepTiming:
     def contended(self) -> bool:
         return is_contended(self.others)
 
+    def kept_over(self, cached: StepTiming | None) -> StepTiming:
+        """This new measurement, or ``cached`` where both are contended and ``cached`` is faster
+        (other jobs only slow a step down)."""
+        if cached is not None and self.contended and cached.seconds < self.seconds:
+            return cached
+        return self
+
 
 def measure_step(
     spec: StepSpec,
@@ -425,9 +432,8 @@ class CachedTimer:
                 100 * (cached.others or 0.0),
             )
         result = self.measure(spec)
-        timing = result if isinstance(result, StepTiming) else StepTiming(float(result))
-        if cached is not None and timing.contended and cached.seconds < timing.seconds:
-            timing = cached  # both contended: other jobs only slow a step, keep the faster
+        fresh = result if isinstance(result, StepTiming) else StepTiming(float(result))
+        timing = fresh.kept_over(cached)
         self.cache.put(self.machine, spec, timing.seconds, others=timing.others)
         self.measured.append(spec)
         if timing.contended:

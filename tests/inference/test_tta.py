@@ -178,8 +178,10 @@ def test_the_predictor_shifts_along_an_in_plane_chain_only(tmp_path: Path) -> No
         info = replace(toy_info(spec), label_chain=_chain(axis))
         predictor = Predictor(info, inner, tta=True, batch_size=64)  # type: ignore[arg-type]
         assert predictor.tta and predictor.tta_name == "chain-shifts"
-        assert predictor.predict(volume).labels.shape == volume.array.shape
+        prediction = predictor.predict(volume, embed=True)
+        assert prediction.labels.shape == volume.array.shape
         assert len(inner.calls) == passes, axis
+        assert prediction.tta == ("chain-shifts" if passes == 5 else "")  # what ran on it
         if passes == 5:
             assert inner.calls[0].shape[0] == 6  # one batch of the six slices
     plain = Predictor(replace(toy_info(spec), label_chain=_chain(0)), RowBackend(), tta=False)  # type: ignore[arg-type]
